@@ -1,0 +1,47 @@
+"""The ``kaito`` command: thin commands over pykaito's packages.
+
+Each command group lives in its own module with a ``register(app)`` function.
+Expected failures (every ``PykaitoError``) print one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pykaito.cli import (
+    api_cmds,
+    catalog_cmds,
+    chat_cmds,
+    cluster_cmds,
+    plan_cmds,
+    render_cmds,
+    serve_cmds,
+)
+from pykaito.cli.output import fail
+from pykaito.errors import PykaitoError
+
+app = typer.Typer(
+    name="kaito",
+    help="Self-host open language models: size, deploy, serve and chat.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (catalog_cmds, api_cmds, plan_cmds, render_cmds, serve_cmds, cluster_cmds, chat_cmds):
+    module.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except PykaitoError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The seam between the HTTP server and an inference engine.
+
+The server speaks the OpenAI protocol and turns each request into a ``GenerationRequest``;
+an engine turns that into a stream of ``Delta`` values. The llama.cpp engine implements
+this for real; tests of the server's callers may use a fake with the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings; each running sequence keeps its own."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # None: no logprobs; N: the chosen token plus N alternatives
+    grammar: str | None = None  # a GBNF grammar constraining the output (json_object, json_schema)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_tokens: Sequence[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of generated text. The last delta of a request has ``finish_reason`` set."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    max_running: int
+    max_waiting: int
+    kv_cache_usage: float = 0.0  # 0..1
+
+
+@dataclass(frozen=True)
+class Health:
+    ready: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the server needs from an engine."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    def health(self) -> Health: ...
+
+    def stats(self) -> EngineStats: ...
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text for a conversation, from the model's own chat template."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream the reply. Raises QueueFullError at once when the waiting queue is full.
+
+        Closing the iterator early (a client that went away) frees the sequence and its
+        KV cache at once.
+        """
+        ...
+
+    async def start(self) -> None:
+        """Load the model and run a warm-up generation; health() is ready only after it."""
+        ...
+
+    async def stop(self) -> None: ...

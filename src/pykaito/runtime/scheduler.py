@@ -1,0 +1,208 @@
+"""Continuous batching: which sequences run, and which tokens go into the next decode step.
+
+The scheduler is pure bookkeeping with no inference library behind it, so its rules are
+tested on their own. The engine's decode thread drives it:
+
+    released = scheduler.admit(release)   # free finished slots, move waiting -> running
+    step = scheduler.plan()               # one decode step for every running sequence
+    ... decode, sample ...
+    scheduler.finish(seq)                 # when a sequence is done
+
+Callers on other threads only ``submit`` and ``cancel``. Rules:
+
+- a bounded waiting queue: ``submit`` raises QueueFullError at once when it is full;
+- at most ``max_running`` sequences hold a slot (a KV-cache sequence id); a new one gets the
+  lowest free slot, which keeps the running slots contiguous (llama.cpp splits a batch of
+  non-contiguous sequence ids into several micro-batches);
+- every step carries one token for each decoding sequence plus at most ``prompt_chunk``
+  prompt tokens, handed to the prefilling sequences with the fewest prompt tokens left
+  first, so a long prompt never stalls the running streams for more than one chunk and a
+  short prompt is not queued behind a long one;
+- a slot is reused only after its KV cache was cleared (``admit`` calls ``release`` first).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from pykaito.errors import QueueFullError
+
+T = TypeVar("T")
+
+_arrivals = itertools.count()
+
+
+@dataclass(eq=False)
+class SequenceState(Generic[T]):
+    """One request on its way through the engine; ``payload`` is the engine's own state."""
+
+    request_id: str
+    prompt: Sequence[int]
+    payload: T
+    slot: int = -1
+    n_past: int = 0  # tokens already in the KV cache
+    next_token: int | None = None  # sampled but not yet fed back
+    cancelled: bool = False
+    arrival: int = field(default_factory=lambda: next(_arrivals))
+
+    @property
+    def prompt_left(self) -> int:
+        return len(self.prompt) - self.n_past
+
+    @property
+    def decoding(self) -> bool:
+        return self.next_token is not None
+
+
+@dataclass(frozen=True)
+class StepEntry(Generic[T]):
+    """The tokens one sequence contributes to a decode step."""
+
+    seq: SequenceState[T]
+    tokens: Sequence[int]
+    start_pos: int
+    wants_logits: bool  # the last token's logits are needed to sample the next token
+
+
+class Scheduler(Generic[T]):
+    """Thread-safe admission and step planning for up to ``max_running`` sequences."""
+
+    def __init__(self, *, max_running: int, max_waiting: int, prompt_chunk: int, batch_size: int) -> None:
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, got {max_running}")
+        if max_waiting < 0:
+            raise ValueError(f"max_waiting must not be negative, got {max_waiting}")
+        if batch_size <= max_running:
+            raise ValueError(
+                f"batch_size ({batch_size}) must exceed max_running ({max_running}) so prompts can advance"
+            )
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.prompt_chunk = max(1, min(prompt_chunk, batch_size - max_running))
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._waiting: deque[SequenceState[T]] = deque()
+        self._running: dict[int, SequenceState[T]] = {}
+        self._free: list[int] = list(range(max_running))
+        heapq.heapify(self._free)
+        self._released: list[SequenceState[T]] = []
+        self._closed = False
+
+    # -- any thread --------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def submit(self, seq: SequenceState[T]) -> None:
+        """Queue a sequence; raises QueueFullError when ``max_waiting`` are already queued."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFullError(
+                    f"{len(self._waiting)} requests are already waiting (max_waiting={self.max_waiting}) "
+                    f"and {len(self._running)} are running: retry shortly or raise max_waiting",
+                    retry_after=1.0,
+                )
+            self._waiting.append(seq)
+            self._work.notify()
+
+    def cancel(self, seq: SequenceState[T]) -> bool:
+        """Drop a waiting or running sequence; False if it had already finished or been dropped."""
+        with self._lock:
+            if seq.cancelled:
+                return False
+            if self._running.get(seq.slot) is seq:
+                del self._running[seq.slot]
+            else:
+                try:
+                    self._waiting.remove(seq)
+                except ValueError:
+                    return False
+            seq.cancelled = True
+            self._released.append(seq)
+            self._work.notify()
+            return True
+
+    def close(self) -> list[SequenceState[T]]:
+        """Refuse new work; return every sequence still queued, running or awaiting release."""
+        with self._lock:
+            self._closed = True
+            left = [*self._released, *self._running.values(), *self._waiting]
+            self._released.clear()
+            self._running.clear()
+            self._waiting.clear()
+            self._work.notify_all()
+            return left
+
+    # -- the decode thread -------------------------------------------------------------------
+
+    def finish(self, seq: SequenceState[T]) -> None:
+        """A running sequence is done (stop, length or error): its slot is released."""
+        with self._lock:
+            if self._running.get(seq.slot) is seq:
+                del self._running[seq.slot]
+                self._released.append(seq)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Block until something runs, waits or awaits release; False when closed or timed out."""
+        with self._lock:
+            if not (self._running or self._waiting or self._released or self._closed):
+                self._work.wait(timeout)
+            return not self._closed and bool(self._running or self._waiting or self._released)
+
+    def admit(self, release: Callable[[SequenceState[T]], None]) -> list[SequenceState[T]]:
+        """Release finished sequences (``release`` clears their KV cache), then fill free slots."""
+        with self._lock:
+            released, self._released = self._released, []
+        for seq in released:
+            release(seq)
+        admitted: list[SequenceState[T]] = []
+        with self._lock:
+            for seq in released:
+                if seq.slot >= 0:
+                    heapq.heappush(self._free, seq.slot)
+                    seq.slot = -1
+            while self._waiting and self._free:
+                seq = self._waiting.popleft()
+                seq.slot = heapq.heappop(self._free)
+                self._running[seq.slot] = seq
+                admitted.append(seq)
+        return admitted
+
+    def plan(self) -> list[StepEntry[T]]:
+        """The next decode step: one token per decoding sequence, then a share of prompt tokens."""
+        with self._lock:
+            running = list(self._running.values())
+        entries: list[StepEntry[T]] = []
+        prefilling: list[SequenceState[T]] = []
+        for seq in running:
+            if seq.next_token is not None:
+                entries.append(StepEntry(seq, (seq.next_token,), seq.n_past, True))
+            elif seq.prompt_left > 0:
+                prefilling.append(seq)
+        budget = min(self.prompt_chunk, self.batch_size - len(entries))
+        prefilling.sort(key=lambda s: (s.prompt_left, s.arrival))
+        for seq in prefilling:
+            if budget <= 0:
+                break
+            take = min(seq.prompt_left, budget)
+            start = seq.n_past
+            entries.append(StepEntry(seq, seq.prompt[start : start + take], start, take == seq.prompt_left))
+            budget -= take
+        entries.sort(key=lambda e: e.seq.slot)
+        return entries

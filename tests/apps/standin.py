@@ -1,0 +1,138 @@
+"""A small OpenAI-compatible HTTP server for the client's error paths.
+
+The real runtime serves the happy paths in the end-to-end tests; this one plays the cases a
+healthy server never shows: a 503 while loading, a 4xx, a missing usage report, a wrong key.
+It is a real server on 127.0.0.1 (stdlib ``http.server``), driven over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Behaviour:
+    health_status: int = 200
+    chat_status: int = 200
+    chat_failures_before_success: int = 0  # answer 503 this many times first
+    send_usage: bool = True
+    words: tuple[str, ...] = ("Hello", " from", " the", " stand-in", ".")
+    delay_s: float = 0.0
+    api_key: str | None = None
+    model: str = "standin-model"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        key = self.server.behaviour.api_key
+        if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+            return True
+        self._json(401, {"error": {"message": "invalid API key", "type": "auth", "param": None, "code": 401}})
+        return False
+
+    def do_GET(self) -> None:
+        b = self.server.behaviour
+        b.headers.append(dict(self.headers))
+        if self.path == "/health":
+            self._json(b.health_status, {"status": "ok" if b.health_status == 200 else "loading"})
+        elif self.path == "/v1/models":
+            if self._authorized():
+                self._json(200, {"object": "list", "data": [{"id": b.model, "object": "model", "owned_by": "x"}]})
+        else:
+            self._json(404, {"error": {"message": "not found", "type": "not_found", "param": None, "code": 404}})
+
+    def do_POST(self) -> None:
+        b = self.server.behaviour
+        b.headers.append(dict(self.headers))
+        length = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        b.requests.append(body)
+        if not self._authorized():
+            return
+        if b.chat_failures_before_success > 0:
+            b.chat_failures_before_success -= 1
+            self._json(503, {"error": {"message": "loading", "type": "unavailable", "param": None, "code": 503}})
+            return
+        if b.chat_status != 200:
+            self._json(
+                b.chat_status,
+                {"error": {"message": "max_tokens must be at least 1", "type": "invalid_request_error",
+                           "param": "max_tokens", "code": None}},
+            )
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        created = int(time.time())
+        words = b.words[: int(body.get("max_tokens") or len(b.words))]
+        try:
+            for word in words:
+                chunk = {
+                    "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(b.delay_s)
+            reason = "length" if len(words) < len(b.words) else "stop"
+            last = {
+                "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
+            }
+            self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+            if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+                usage = {
+                    "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)},
+                }
+                self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.behaviour = behaviour
+
+
+@contextmanager
+def standin_server(behaviour: Behaviour | None = None) -> Iterator[tuple[str, Behaviour]]:
+    """Serve on a free port; yields the endpoint URL and the live behaviour to adjust."""
+    b = behaviour or Behaviour()
+    server = _Server(b)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", b
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
