@@ -59,9 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(b.health_status, {"status": "ok" if b.health_status == 200 else "loading"})
         elif self.path == "/v1/models":
             if self._authorized():
-                self._json(200, {"object": "list", "data": [{"id": b.model, "object": "model", "owned_by": "x"}]})
+                self._json(
+                    200, {"object": "list", "data": [{"id": b.model, "object": "model", "owned_by": "x"}]}
+                )
         else:
-            self._json(404, {"error": {"message": "not found", "type": "not_found", "param": None, "code": 404}})
+            self._json(
+                404, {"error": {"message": "not found", "type": "not_found", "param": None, "code": 404}}
+            )
 
     def do_POST(self) -> None:
         b = self.server.behaviour
@@ -73,13 +77,21 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if b.chat_failures_before_success > 0:
             b.chat_failures_before_success -= 1
-            self._json(503, {"error": {"message": "loading", "type": "unavailable", "param": None, "code": 503}})
+            self._json(
+                503, {"error": {"message": "loading", "type": "unavailable", "param": None, "code": 503}}
+            )
             return
         if b.chat_status != 200:
             self._json(
                 b.chat_status,
-                {"error": {"message": "max_tokens must be at least 1", "type": "invalid_request_error",
-                           "param": "max_tokens", "code": None}},
+                {
+                    "error": {
+                        "message": "max_tokens must be at least 1",
+                        "type": "invalid_request_error",
+                        "param": "max_tokens",
+                        "code": None,
+                    }
+                },
             )
             return
         self.send_response(200)
@@ -90,7 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for word in words:
                 chunk = {
-                    "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                    "id": "c1",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": b.model,
                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
                 }
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -98,15 +113,25 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(b.delay_s)
             reason = "length" if len(words) < len(b.words) else "stop"
             last = {
-                "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": b.model,
                 "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
             }
             self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
             if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
-                    "id": "c1", "object": "chat.completion.chunk", "created": created, "model": b.model,
+                    "id": "c1",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": b.model,
                     "choices": [],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)},
+                    "usage": {
+                        "prompt_tokens": 11,
+                        "completion_tokens": len(words),
+                        "total_tokens": 11 + len(words),
+                    },
                 }
                 self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
@@ -118,16 +143,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, behaviour: Behaviour) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, behaviour: Behaviour, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.behaviour = behaviour
 
 
 @contextmanager
-def standin_server(behaviour: Behaviour | None = None) -> Iterator[tuple[str, Behaviour]]:
-    """Serve on a free port; yields the endpoint URL and the live behaviour to adjust."""
+def standin_server(behaviour: Behaviour | None = None, port: int = 0) -> Iterator[tuple[str, Behaviour]]:
+    """Serve on ``port`` (a free one by default); yields the URL and the live behaviour to adjust."""
     b = behaviour or Behaviour()
-    server = _Server(b)
+    server = _Server(b, port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -83,7 +83,9 @@ class ResourceSpec(_Strict):
     instanceType: str | None = None
     count: int | None = Field(default=None, description="Deprecated: the number of nodes.")
     labelSelector: LabelSelector | None = None
-    preferredNodes: list[str] | None = Field(default=None, description="Deprecated: bring-your-own node names.")
+    preferredNodes: list[str] | None = Field(
+        default=None, description="Deprecated: bring-your-own node names."
+    )
 
 
 class PresetOptions(_Strict):

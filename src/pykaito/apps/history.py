@@ -21,12 +21,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_data_dir
 
-from pykaito.client.chat import ReplyStats
 from pykaito.errors import InputError, PykaitoError
+
+if TYPE_CHECKING:
+    from pykaito.client.chat import ReplyStats
 
 HOME_ENV = "KAITO_HOME"
 DB_NAME = "history.db"
@@ -133,16 +135,16 @@ class HistoryStore:
     """The conversation store; one short-lived connection per call, safe across threads."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or data_dir() / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path = path or data_dir() / DB_NAME
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
+            where = path or f"in {os.environ.get(HOME_ENV) or user_data_dir('pykaito')}"
             raise HistoryError(
-                f"cannot open the history database {self.path}: {exc} — "
-                f"set {HOME_ENV} to a writable directory"
+                f"cannot open the history database {where}: {exc} — set {HOME_ENV} to a writable directory"
             ) from exc
 
     @contextmanager

@@ -6,6 +6,7 @@ changed in the sidebar. Conversations live in the same SQLite history as ``kaito
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -18,7 +19,6 @@ from pykaito.client.chat import (
     ChatParams,
     ChatReply,
     HealthStatus,
-    ReplyStats,
     default_endpoint,
     normalize_endpoint,
 )
@@ -52,7 +52,7 @@ def init_state() -> None:
         st.session_state.setdefault(key, value)
     wanted = st.query_params.get("c")
     if wanted and st.session_state.conv_id is None:
-        st.session_state.conv_id = wanted
+        open_conversation(wanted)
 
 
 def on_preset_change() -> None:
@@ -73,6 +73,22 @@ def select_conversation(conv_id: str | None) -> None:
         st.query_params["c"] = conv_id
     else:
         st.query_params.clear()
+
+
+def open_conversation(conv_id: str) -> None:
+    """Resume a conversation with the system prompt and settings it was last used with."""
+    select_conversation(conv_id)
+    try:
+        conv = HistoryStore().get(conv_id)
+    except HistoryError:
+        return
+    system = conv.system_prompt or ""
+    st.session_state.system_prompt = system
+    named = [name for name, text in PRESETS.items() if text == system]
+    st.session_state.preset = named[0] if named else CUSTOM
+    for key in ("temperature", "max_tokens", "top_p"):
+        if key in conv.params:
+            st.session_state[key] = conv.params[key]
 
 
 def current_params() -> ChatParams:
@@ -123,7 +139,7 @@ def sidebar_conversations(store: HistoryStore, conv: Conversation | None) -> Non
             help=f"{short_time(item.updated_at)} · {item.message_count} messages",
             type="primary" if conv is not None and item.id == conv.id else "secondary",
             width="stretch",
-            on_click=select_conversation,
+            on_click=open_conversation,
             args=(item.id,),
         )
     if conv is None:
@@ -190,15 +206,16 @@ def sidebar_settings(health: HealthStatus) -> str | None:
 
 
 def sidebar_status(health: HealthStatus, messages: list[Message]) -> None:
-    icon = {"connected": "🟢", "loading": "🟡", "offline": "🔴"}[health.label]
-    st.sidebar.caption(f"{icon} {health.label} · {health.endpoint}")
+    colour = {"connected": "green", "loading": "orange", "offline": "red"}[health.label]
+    st.sidebar.caption(f":{colour}[●] {health.label} · {health.endpoint}")
     replies = [m for m in messages if m.role == "assistant" and m.completion_tokens is not None]
     if replies:
         prompt = sum(m.prompt_tokens or 0 for m in replies)
         completion = sum(m.completion_tokens or 0 for m in replies)
         rates = [m.tokens_per_s for m in replies if m.tokens_per_s is not None]
         ttfts = [m.ttft_s for m in replies if m.ttft_s is not None]
-        line = f"Session: {len(replies)} replies · {prompt} prompt + {completion} completion tokens"
+        count = f"{len(replies)} {'reply' if len(replies) == 1 else 'replies'}"
+        line = f"Session: {count} · {prompt} prompt + {completion} completion tokens"
         if ttfts:
             line += f" · mean TTFT {sum(ttfts) / len(ttfts) * 1000:.0f} ms"
         if rates:
@@ -244,36 +261,84 @@ def stream_into(reply: ChatReply, target: st.delta_generator.DeltaGenerator) -> 
     target.markdown(text)
 
 
-def answer(
-    store: HistoryStore, conv: Conversation, history: list[Message], prompt: str, model: str | None
-) -> None:
+def submit(store: HistoryStore, conv: Conversation | None, prompt: str, model: str | None) -> None:
+    """Save the question, then rerun: the next run streams the reply with the input disabled."""
     params = current_params()
     system = st.session_state.system_prompt.strip()
+    if conv is None:
+        conv = store.create_conversation(model=model)
+        select_conversation(conv.id)
     store.update_settings(conv.id, model=model, system_prompt=system or None, params=params.as_dict())
-    user = store.add_message(conv.id, "user", prompt)
-    render_message(user)
+    store.add_message(conv.id, "user", prompt)
+    st.session_state.pending = {"conv_id": conv.id, "model": model, "system": system}
+    st.rerun()
+
+
+class ActiveReply:
+    """The reply being streamed, saved exactly once by whichever run ends it.
+
+    With fast reruns, any click (Stop included) starts a new run on a new thread while the
+    old one is still streaming; the new run stops this reply and saves what arrived.
+    """
+
+    def __init__(self, reply: ChatReply, conv_id: str, model: str | None, params: ChatParams) -> None:
+        self.reply, self.conv_id, self.model, self.params = reply, conv_id, model, params
+        self._lock = threading.Lock()
+        self._saved = False
+
+    def finish(self, store: HistoryStore) -> None:
+        self.reply.close()
+        with self._lock:
+            if self._saved:
+                return
+            self._saved = True
+            if self.reply.text:
+                store.add_message(
+                    self.conv_id,
+                    "assistant",
+                    self.reply.text,
+                    model=self.model,
+                    params=self.params.as_dict(),
+                    stats=self.reply.stats,
+                )
+
+
+def stop_superseded_reply(store: HistoryStore) -> None:
+    """A new run while a reply streams means the user did something else: stop it, keep the text."""
+    active: ActiveReply | None = st.session_state.get("active")
+    if active is not None:
+        active.finish(store)
+        st.session_state.active = None
+        st.session_state.pending = None
+
+
+def stream_reply(store: HistoryStore, messages: list[Message]) -> None:
+    """Stream the reply to the last question; Stop (or any click) ends it and keeps what arrived."""
+    pending = st.session_state.pending
+    conv_id, model, system = pending["conv_id"], pending["model"], pending["system"]
+    params = current_params()
     chat = [{"role": "system", "content": system}] if system else []
-    chat += [m.as_chat() for m in [*history, user]]
+    chat += [m.as_chat() for m in messages]
     client = ChatClient(st.session_state.endpoint, retries=2)
-    reply: ChatReply | None = None
+    active: ActiveReply | None = None
     with st.chat_message("assistant"):
+        st.button("Stop", key="stop", icon=":material/stop_circle:", help="Stop the reply")
         body = st.empty()
         body.markdown("*thinking…*")
         try:
-            reply = client.stream_chat(chat, params, model=model)
-            for _ in stream_into(reply, body):
+            active = ActiveReply(client.stream_chat(chat, params, model=model), conv_id, model, params)
+            st.session_state.active = active
+            for _ in stream_into(active.reply, body):
                 pass
         except ChatError as exc:
-            st.error(str(exc))
+            st.session_state.flash = str(exc)  # shown after the rerun below
         finally:
-            # Also runs when Stop ends the script: keep what arrived.
-            if reply is not None:
-                reply.close()
-                stats: ReplyStats | None = reply.stats
-                if reply.text:
-                    store.add_message(
-                        conv.id, "assistant", reply.text, model=model, params=params.as_dict(), stats=stats
-                    )
+            # Also runs when this run is stopped (a click elsewhere, a closed tab).
+            if active is not None:
+                active.finish(store)
+            if st.session_state.get("active") is active:
+                st.session_state.active = None
+                st.session_state.pending = None
             client.close()
     st.rerun()
 
@@ -288,6 +353,7 @@ def main() -> None:
             conv = store.get(st.session_state.conv_id)
         except HistoryError:
             select_conversation(None)
+    stop_superseded_reply(store)
     st.session_state.endpoint = normalize_endpoint(st.session_state.endpoint)
     with ChatClient(st.session_state.endpoint, retries=0) as probe:
         health = probe.health(timeout_s=2.0)
@@ -303,19 +369,23 @@ def main() -> None:
         st.caption("Ask anything. Replies stream from your own model; nothing leaves your endpoint.")
     for msg in messages:
         render_message(msg)
+    flash = st.session_state.pop("flash", None)
+    if flash:
+        st.error(flash)
     if not health.ready:
         server_down_page(health)
 
+    pending = st.session_state.get("pending")
+    if pending is not None and (conv is None or pending["conv_id"] != conv.id):
+        st.session_state.pending = pending = None  # the conversation went away meanwhile
     prompt = st.chat_input(
         "Message the model" if health.ready else "Waiting for the server…",
-        disabled=not health.ready,
-        submit_mode="stop",
+        disabled=not health.ready or pending is not None,
     )
-    if prompt and health.ready:
-        if conv is None:
-            conv = store.create_conversation(model=model)
-            select_conversation(conv.id)
-        answer(store, conv, messages, prompt, model)
+    if pending is not None:
+        stream_reply(store, messages)
+    elif prompt and health.ready:
+        submit(store, conv, prompt, model)
 
 
 main()

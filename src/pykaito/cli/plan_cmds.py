@@ -1,9 +1,229 @@
-"""Commands registered on the kaito app."""
+"""``kaito plan``: what a model needs on an instance type, why, and the engine's command line."""
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+import yaml
+from rich.table import Table
+
+from pykaito.api.loading import load_path
+from pykaito.api.types import CONFIG_KEY, Workspace
+from pykaito.api.validation import validate
+from pykaito.catalog.loader import Catalog, load_catalog
+from pykaito.catalog.models import describe_model, is_hf_id
+from pykaito.catalog.types import ModelPreset
+from pykaito.cli.api_cmds import offline_context
+from pykaito.cli.output import OutputFormat, console, emit
+from pykaito.errors import InputError, ValidationError
+from pykaito.planner import Plan, alternatives, plan, plan_preset, plan_to_dict
+from pykaito.planner.engine_args import to_argv
+
+OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml")]
+ALTERNATIVES = 4
+
+
+def resolve_model(name: str, catalog: Catalog) -> ModelPreset:
+    """A catalog preset, else a local model directory or an ``org/model`` described from its config."""
+    found = catalog.find_preset(name)
+    if found is not None:
+        return found
+    if Path(name).expanduser().is_dir() or is_hf_id(name):
+        return describe_model(name)
+    return catalog.preset(name)  # CatalogError with suggestions
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """``inference_config.yaml``: the file itself, or a ConfigMap that holds it."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if isinstance(data, dict) and data.get("kind") == "ConfigMap":
+        data = yaml.safe_load((data.get("data") or {}).get(CONFIG_KEY) or "{}")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping such as `vllm: {{max-model-len: 4096}}`")
+    return data
+
+
+def _plan_file(path: Path, config: dict[str, Any] | None, catalog: Catalog) -> Plan:
+    docs = load_path(path)
+    if len(docs.workspaces) != 1:
+        raise InputError(f"{path}: {len(docs.workspaces)} Workspaces; pass a file with exactly one")
+    ws: Workspace = docs.workspaces[0]
+    context, _ = offline_context(ws, docs)
+    errors = validate(ws, context=context)
+    if errors:
+        raise ValidationError(errors)
+    config_maps = docs.config_maps(ws.metadata.namespace)
+    if config is None and ws.inference is not None and ws.inference.config and config_maps:
+        raw = config_maps.get(ws.inference.config, {}).get(CONFIG_KEY)
+        loaded = yaml.safe_load(raw) if raw else None
+        config = loaded if isinstance(loaded, dict) else None
+    name = ws.preset_name or ""
+    model = None if catalog.find_preset(name) or not name else resolve_model(name, catalog)
+    return plan(ws, catalog, config=config, model=model)
+
+
+def _alternatives(result: Plan, catalog: Catalog, max_model_len: int | None) -> list[Plan]:
+    if result.gpus_per_node == 0:
+        return []
+    preset = catalog.find_preset(result.preset) or catalog.find_preset(result.model_id)
+    if preset is None:
+        return []
+    cloud = (
+        catalog.instance_types[result.instance_type].cloud
+        if result.instance_type in catalog.instance_types
+        else None
+    )
+    return alternatives(
+        preset,
+        catalog,
+        max_model_len=max_model_len,
+        cloud=cloud,
+        exclude=(result.instance_type,),
+        limit=ALTERNATIVES,
+    )
+
+
+def _gpus(n: int) -> str:
+    return "1 GPU" if n == 1 else f"{n} GPUs"
+
+
+def _summary(result: Plan) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    hardware = (
+        "CPU (no GPU)"
+        if result.gpus_per_node == 0
+        else f"{result.node_count} x {result.instance_type or 'own node'} "
+        f"({result.gpus_per_node} x {result.gpu_model} each, {_gpus(result.total_gpus)})"
+    )
+    rows = [
+        ("model", f"{result.preset} ({result.model_id})"),
+        ("runtime", result.runtime),
+        ("hardware", hardware),
+        (
+            "parallel",
+            f"tensor {result.tensor_parallel}, pipeline {result.pipeline_parallel}, "
+            f"data {result.data_parallel}",
+        ),
+        ("max-model-len", str(result.max_model_len)),
+        (
+            "KV cache",
+            f"{result.kv_cache_tokens:,} tokens, {result.concurrent_sequences:.1f} full-length sequences",
+        ),
+    ]
+    if result.decode_tokens_per_s:
+        rows.append(("decode", f"at most {result.decode_tokens_per_s:.0f} tok/s for one stream"))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _memory(result: Plan) -> Table:
+    m = result.memory
+    table = Table(title="memory per GPU (GiB)")
+    for column in ("GPU", "usable", "weights", "KV cache", "overhead", "total"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{m.gpu_memory_gib:.2f}",
+        f"{m.usable_gib:.2f}",
+        f"{m.weights_gib:.2f}",
+        f"{m.kv_cache_gib:.2f}",
+        f"{m.overhead_gib:.2f}",
+        f"{m.total_gib:.2f}",
+    )
+    return table
+
+
+def _print(result: Plan, others: list[Plan]) -> None:
+    console.print(_summary(result))
+    console.print()
+    for line in result.explanation:
+        console.print(f"• {line}", highlight=False)
+    if result.gpus_per_node:
+        console.print()
+        console.print(_memory(result))
+    console.print()
+    console.print("[bold]engine arguments[/]")
+    console.print(shlex.join(to_argv(result.engine_args)), highlight=False, soft_wrap=True)
+    if others:
+        table = Table(title="other instance types that fit (smallest first)")
+        for column in ("instance type", "nodes", "GPUs", "parallel", "max-model-len"):
+            table.add_column(column)
+        for o in others:
+            table.add_row(
+                o.instance_type,
+                str(o.node_count),
+                str(o.total_gpus),
+                f"TP {o.tensor_parallel} PP {o.pipeline_parallel} DP {o.data_parallel}",
+                str(o.max_model_len),
+            )
+        console.print()
+        console.print(table)
+
+
+def plan_cmd(
+    preset: Annotated[
+        str | None, typer.Argument(help="A preset, an org/model Hugging Face id, or a local model directory.")
+    ] = None,
+    instance_type: Annotated[
+        str | None, typer.Option("--instance-type", "-i", help="The machine type.")
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option("--max-model-len", help="Context length; chosen from KV capacity when omitted."),
+    ] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Exactly this many nodes.")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="vllm, transformers or llamacpp.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A Workspace YAML file.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="inference_config.yaml (or a ConfigMap holding it).")
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Size a model: GPUs, nodes, parallelism, context, memory and engine arguments, explained."""
+    if (preset is None) == (file is None):
+        raise InputError("give a PRESET or -f workspace.yaml (one of them)")
+    catalog = load_catalog()
+    overrides = _read_config(config) if config is not None else None
+    if file is not None:
+        result = _plan_file(file, overrides, catalog)
+    else:
+        model = resolve_model(preset or "", catalog)
+        result = plan_preset(
+            model,
+            instance_type,
+            max_model_len=max_model_len,
+            count=count,
+            catalog=catalog,
+            runtime=runtime,
+            config=overrides,
+        )
+    others = _alternatives(result, catalog, max_model_len)
+    if output is not OutputFormat.table:
+        data = plan_to_dict(result)
+        data["alternatives"] = [
+            {
+                "instance_type": o.instance_type,
+                "node_count": o.node_count,
+                "total_gpus": o.total_gpus,
+                "max_model_len": o.max_model_len,
+            }
+            for o in others
+        ]
+        emit(data, output)
+        return
+    _print(result, others)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.command("plan")(plan_cmd)

@@ -23,13 +23,36 @@ from typing import Any, Literal, TypeVar, cast
 import httpx
 import openai
 
+from pykaito.client.endpoint import (
+    API_KEY_ENV,
+    DEFAULT_ENDPOINT,
+    ENDPOINT_ENV,
+    default_endpoint,
+    normalize_endpoint,
+    unreachable_message,
+)
 from pykaito.errors import PykaitoError
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_ENDPOINT",
+    "ENDPOINT_ENV",
+    "ChatClient",
+    "ChatError",
+    "ChatParams",
+    "ChatReply",
+    "EndpointUnreachable",
+    "HealthStatus",
+    "ReplyStats",
+    "ServerNotReady",
+    "SessionTotals",
+    "default_endpoint",
+    "normalize_endpoint",
+    "unreachable_message",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "http://localhost:8080"
-API_KEY_ENV = "KAITO_API_KEY"
-ENDPOINT_ENV = "KAITO_ENDPOINT"
 
 Role = Literal["system", "user", "assistant"]
 _T = TypeVar("_T")
@@ -104,26 +127,6 @@ class HealthStatus:
         if self.ready:
             return "connected"
         return "loading" if self.reachable else "offline"
-
-
-def normalize_endpoint(endpoint: str) -> str:
-    """``localhost:8080/v1/`` → ``http://localhost:8080``: the server root, without ``/v1``."""
-    url = endpoint.strip().rstrip("/")
-    if not url:
-        url = DEFAULT_ENDPOINT
-    if "://" not in url:
-        url = f"http://{url}"
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
-    return url
-
-
-def unreachable_message(endpoint: str) -> str:
-    return f"cannot reach {endpoint}: is `kaito connect` or `kaito up` running?"
-
-
-def default_endpoint() -> str:
-    return normalize_endpoint(os.environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT))
 
 
 class ChatReply:
@@ -379,7 +382,8 @@ class ChatClient:
             except openai.APIStatusError as exc:
                 retryable = exc.status_code in (502, 503, 504)
                 if not retryable or attempt >= self.retries:
-                    raise ChatError(_status_message(self.endpoint, exc)) from exc
+                    kind = ServerNotReady if exc.status_code == 503 else ChatError
+                    raise kind(_status_message(self.endpoint, exc)) from exc
                 error: Exception = exc
             except (openai.APIConnectionError, httpx.HTTPError) as exc:
                 if attempt >= self.retries:

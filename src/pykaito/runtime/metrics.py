@@ -41,7 +41,7 @@ class EngineStatsCollector(Collector):
         self._model_name = model_name
         self._stats = stats
 
-    def _families(self, stats: EngineStats | None) -> list[Metric]:
+    def _families(self, stats: EngineStats | None) -> list[GaugeMetricFamily]:
         label = ["model_name"]
         families = [
             GaugeMetricFamily(
@@ -127,20 +127,22 @@ class ServerMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def timer(self, prompt_tokens: int) -> RequestTimer:
-        return RequestTimer(self, prompt_tokens)
-
 
 class RequestTimer:
     """Records one request's latencies and token counts as its deltas arrive."""
 
     def __init__(
-        self, metrics: ServerMetrics, prompt_tokens: int, clock: Callable[[], float] = time.perf_counter
+        self,
+        metrics: ServerMetrics,
+        prompt_tokens: int,
+        *,
+        start: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._m = metrics
         self._clock = clock
         self._label = metrics.model_name
-        self.start = clock()
+        self.start = clock() if start is None else start
         self.first_token_at: float | None = None
         self._last = self.start
         self.prompt_tokens = prompt_tokens

@@ -208,7 +208,9 @@ class ChatMessageIn(_Request):
             if isinstance(part, TextPart):
                 pieces.append(part.text)
             else:
-                raise ValueError(f"content part type {part.type!r} is not supported: this model reads text only")
+                raise ValueError(
+                    f"content part type {part.type!r} is not supported: this model reads text only"
+                )
         return "".join(pieces)
 
 
@@ -304,8 +306,11 @@ class ChatCompletionChunk(_Response):
 # ---------------------------------------------------------------- completions
 
 
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
 class CompletionRequest(_Sampling):
-    prompt: str | list[int] | list[str] | list[list[int]]
+    prompt: str | list[TokenId] | list[str] | list[list[TokenId]]
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
@@ -423,7 +428,7 @@ class TokenizeResponse(_Response):
 
 class DetokenizeRequest(_Request):
     model: str | None = None
-    tokens: list[Annotated[int, Field(ge=0, le=INT32_MAX)]]
+    tokens: list[TokenId]
 
 
 class DetokenizeResponse(_Response):

@@ -10,7 +10,9 @@ tested on their own. The engine's decode thread drives it:
 
 Callers on other threads only ``submit`` and ``cancel``. Rules:
 
-- a bounded waiting queue: ``submit`` raises QueueFullError at once when it is full;
+- a bounded waiting queue: ``submit`` raises QueueFullError at once when ``max_running``
+  requests run and ``max_waiting`` more wait (a request that a free slot will take at the
+  next step does not count as waiting);
 - at most ``max_running`` sequences hold a slot (a KV-cache sequence id); a new one gets the
   lowest free slot, which keeps the running slots contiguous (llama.cpp splits a batch of
   non-contiguous sequence ids into several micro-batches);
@@ -18,7 +20,9 @@ Callers on other threads only ``submit`` and ``cancel``. Rules:
   prompt tokens, handed to the prefilling sequences with the fewest prompt tokens left
   first, so a long prompt never stalls the running streams for more than one chunk and a
   short prompt is not queued behind a long one;
-- a slot is reused only after its KV cache was cleared (``admit`` calls ``release`` first).
+- a slot is reused only after its KV cache was cleared (``admit`` calls ``release`` first);
+- holes are closed: when a sequence in the middle finishes and nobody waits, the one in the
+  highest slot moves down, so one decode step stays one micro-batch.
 """
 
 from __future__ import annotations
@@ -107,15 +111,21 @@ class Scheduler(Generic[T]):
         with self._lock:
             return len(self._waiting)
 
+    def kv_tokens(self) -> int:
+        """Tokens the running sequences hold in the KV cache."""
+        with self._lock:
+            return sum(seq.n_past for seq in self._running.values())
+
     def submit(self, seq: SequenceState[T]) -> None:
-        """Queue a sequence; raises QueueFullError when ``max_waiting`` are already queued."""
+        """Queue a sequence; raises QueueFullError when every slot and waiting place is taken."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
-            if len(self._waiting) >= self.max_waiting:
+            if len(self._running) + len(self._waiting) >= self.max_running + self.max_waiting:
                 raise QueueFullError(
-                    f"{len(self._waiting)} requests are already waiting (max_waiting={self.max_waiting}) "
-                    f"and {len(self._running)} are running: retry shortly or raise max_waiting",
+                    f"{len(self._running)} requests are running (max_running={self.max_running}) and "
+                    f"{len(self._waiting)} are waiting (max_waiting={self.max_waiting}): "
+                    "retry shortly or raise max_waiting",
                     retry_after=1.0,
                 )
             self._waiting.append(seq)
@@ -165,8 +175,17 @@ class Scheduler(Generic[T]):
                 self._work.wait(timeout)
             return not self._closed and bool(self._running or self._waiting or self._released)
 
-    def admit(self, release: Callable[[SequenceState[T]], None]) -> list[SequenceState[T]]:
-        """Release finished sequences (``release`` clears their KV cache), then fill free slots."""
+    def admit(
+        self,
+        release: Callable[[SequenceState[T]], None],
+        move: Callable[[SequenceState[T], int], None] | None = None,
+    ) -> list[SequenceState[T]]:
+        """Release finished sequences (``release`` clears their KV cache), then fill free slots.
+
+        With ``move`` and nobody waiting, a hole left by a finished sequence is closed: the
+        sequence in the highest slot moves to the lowest free one (``move`` copies its KV
+        cache there), one per call, so the running slots become contiguous again.
+        """
         with self._lock:
             released, self._released = self._released, []
         for seq in released:
@@ -182,6 +201,15 @@ class Scheduler(Generic[T]):
                 seq.slot = heapq.heappop(self._free)
                 self._running[seq.slot] = seq
                 admitted.append(seq)
+            if move is not None and self._running and self._free:
+                top = max(self._running)
+                if self._free[0] < top:
+                    low = heapq.heappop(self._free)
+                    seq = self._running.pop(top)
+                    move(seq, low)
+                    seq.slot = low
+                    self._running[low] = seq
+                    heapq.heappush(self._free, top)
         return admitted
 
     def plan(self) -> list[StepEntry[T]]:

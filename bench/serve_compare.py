@@ -1,0 +1,627 @@
+"""Serving benchmark: pykaito's llama.cpp server against llama-server and llama-cpp-python's server.
+
+All three serve the same GGUF with the same thread count, one after the other on 127.0.0.1,
+in one run, so the ratios compare like with like on this machine at this moment:
+
+    .venv/bin/python bench/serve_compare.py              # after bench/setup_llama_server.sh
+    .venv/bin/python bench/serve_compare.py --servers pykaito,llama-server --rounds 3
+
+Workloads (OpenAI /v1/completions, streaming, temperature 0, plain-text story prompts):
+
+- throughput: 1, 4 and 8 concurrent streams of ``--max-tokens`` output tokens each; the servers
+  are asked to ignore end-of-sequence only where the API allows it, so tokens are counted from
+  what each stream produced (usage when reported, else content chunks);
+- mixed load: a short prompt's time to first token (TTFT) alone, then again while 7 other
+  streams decode (4 with short prompts, 3 with ~1000-token prompts).
+
+Reported per server: total tokens/s, TTFT p50/p95, inter-token latency p50, peak RSS (VmHWM)
+and the ratio to llama-server. Results go to bench/results/<date>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+LLAMA_SERVER = HERE / ".build" / "llama-server"
+SERVERS = ("pykaito", "llama-server", "llama-cpp-python")
+
+TOPICS = (
+    "a lighthouse keeper who finds a map",
+    "a robot learning to paint",
+    "two rival bakers in a small town",
+    "a dragon afraid of heights",
+    "a sailor lost in a storm",
+    "a girl who can talk to trees",
+    "an old clock that runs backwards",
+    "a detective on a train",
+    "a cat who becomes mayor",
+    "a scientist who shrinks herself",
+)
+LONG_PARAGRAPH = (
+    "The history of the valley is long and full of small events that nobody wrote down. "
+    "Farmers planted barley in the spring and harvested it before the autumn rains, "
+    "merchants crossed the pass with salt and wool, and every winter the river froze. "
+)
+
+
+def story_prompt(topic: str, tag: str) -> str:
+    return f"[{tag}] Here is a long story about {topic}.\n\nOnce upon a time,"
+
+
+def long_prompt(tag: str, paragraphs: int) -> str:
+    return f"[{tag}] " + LONG_PARAGRAPH * paragraphs + "\n\nContinue the history of the valley:"
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def physical_cores() -> int:
+    sys.path.insert(0, str(ROOT / "src"))
+    from pykaito.runtime.engines.llamacpp import default_threads
+
+    return default_threads()
+
+
+def embedded_model() -> Path:
+    sys.path.insert(0, str(ROOT / "src"))
+    from pykaito.catalog.embedded import embedded_gguf_path
+
+    return embedded_gguf_path()
+
+
+def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
+    model, threads, parallel, ctx = str(args.model), str(args.threads), str(args.parallel), args.ctx
+    if name == "pykaito":
+        return [
+            str(PYTHON),
+            str(Path(__file__).resolve()),
+            "serve-pykaito",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--threads",
+            threads,
+            "--parallel",
+            parallel,
+            "--ctx",
+            str(ctx),
+        ]
+    if name == "llama-server":
+        return [
+            str(args.llama_server),
+            "-m",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-c",
+            str(ctx),
+            "--parallel",
+            parallel,
+            "-t",
+            threads,
+            "-tb",
+            threads,
+            "--no-webui",
+        ]
+    if name == "llama-cpp-python":
+        return [
+            str(PYTHON),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(ctx // int(parallel)),
+            "--n_threads",
+            threads,
+            "--n_threads_batch",
+            threads,
+            "--interrupt_requests",
+            "False",
+        ]
+    raise ValueError(f"unknown server {name!r}: use one of {', '.join(SERVERS)}")
+
+
+@dataclass
+class Running:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def peak_rss_mib(self) -> float:
+        """VmHWM: the highest resident set size of the server process so far."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def is_ready(url: str) -> bool:
+    """Ready: /health answers 200 (model loaded), or there is no /health and /v1/models answers."""
+    try:
+        health = httpx.get(url + "/health", timeout=2)
+        if health.status_code == 200:
+            return True
+        if health.status_code != 404:
+            return False
+        return httpx.get(url + "/v1/models", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def running_server(name: str, args: argparse.Namespace, log_dir: Path) -> Iterator[Running]:
+    port = free_port()
+    cmd = server_command(name, args, port)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    server = Running(name, proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + args.start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} while starting: see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not become ready in {args.start_timeout} s: see {log_path}")
+            if is_ready(server.url):
+                break
+            time.sleep(0.25)
+        yield server
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+# -- client ------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamResult:
+    ok: bool
+    tokens: int = 0
+    ttft: float = float("nan")
+    gaps: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: str = ""
+    elapsed: float = 0.0
+
+
+async def stream_completion(
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    started: asyncio.Event | None = None,
+    usage: bool = True,
+) -> StreamResult:
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+    }
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    result = StreamResult(ok=False)
+    t0 = time.perf_counter()
+    last = t0
+    chunks = 0
+    reported: int | None = None
+    try:
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                text = (await response.aread()).decode(errors="replace")
+                result.error = f"HTTP {response.status_code}: {text[:200]}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if event.get("usage") and event["usage"].get("completion_tokens") is not None:
+                    reported = int(event["usage"]["completion_tokens"])
+                for choice in event.get("choices") or []:
+                    if choice.get("text"):
+                        now = time.perf_counter()
+                        if chunks == 0:
+                            result.ttft = now - t0
+                            if started is not None:
+                                started.set()
+                        else:
+                            result.gaps.append(now - last)
+                        last = now
+                        chunks += 1
+                    if choice.get("finish_reason"):
+                        result.finish_reason = choice["finish_reason"]
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    result.elapsed = time.perf_counter() - t0
+    result.tokens = reported if reported is not None else chunks
+    result.ok = result.finish_reason is not None
+    if not result.ok:
+        result.error = "the stream ended without a finish_reason (truncated)"
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(v for v in values if v == v)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+async def detect_usage(client: httpx.AsyncClient, url: str, model: str) -> bool:
+    """Whether the server accepts stream_options.include_usage (some reject unknown fields)."""
+    r = await stream_completion(client, url, model, story_prompt("a warm-up", "w"), 4, usage=True)
+    if r.ok:
+        return True
+    r = await stream_completion(client, url, model, story_prompt("a warm-up", "w2"), 4, usage=False)
+    if not r.ok:
+        raise RuntimeError(f"warm-up request failed: {r.error}")
+    return False
+
+
+async def throughput(
+    client: httpx.AsyncClient, url: str, model: str, n: int, max_tokens: int, tag: str, usage: bool
+) -> dict[str, Any]:
+    prompts = [story_prompt(TOPICS[i % len(TOPICS)], f"{tag}-{i}") for i in range(n)]
+    t0 = time.perf_counter()
+    results = await asyncio.gather(
+        *(stream_completion(client, url, model, p, max_tokens, usage=usage) for p in prompts)
+    )
+    wall = time.perf_counter() - t0
+    tokens = sum(r.tokens for r in results)
+    return {
+        "streams": n,
+        "complete": sum(r.ok for r in results),
+        "tokens": tokens,
+        "wall_s": wall,
+        "tok_s": tokens / wall if wall > 0 else float("nan"),
+        "ttft_p50": pct([r.ttft for r in results], 0.5),
+        "ttft_p95": pct([r.ttft for r in results], 0.95),
+        "itl_p50": pct([g for r in results for g in r.gaps], 0.5),
+        "errors": [r.error for r in results if r.error][:3],
+    }
+
+
+async def mixed_ttft(
+    client: httpx.AsyncClient, url: str, model: str, args: argparse.Namespace, usage: bool
+) -> dict[str, Any]:
+    """Short-prompt TTFT alone, then while 7 other streams (3 of them with ~1000-token prompts) decode."""
+    alone = []
+    for i in range(args.probes):
+        r = await stream_completion(
+            client, url, model, story_prompt("a quiet morning", f"alone-{i}"), 8, usage=usage
+        )
+        alone.append(r.ttft)
+    started = [asyncio.Event() for _ in range(7)]
+    prompts = [story_prompt(TOPICS[i], f"bg-{i}") for i in range(4)]
+    prompts += [long_prompt(f"bg-long-{i}", args.long_paragraphs) for i in range(3)]
+    background = [
+        asyncio.create_task(stream_completion(client, url, model, p, args.background_tokens, ev, usage=usage))
+        for p, ev in zip(prompts, started, strict=True)
+    ]
+    loaded: list[float] = []
+    all_decoding = True
+    try:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), args.background_wait)
+        except TimeoutError:
+            all_decoding = False
+        for i in range(args.probes):
+            if all(t.done() for t in background):
+                break
+            r = await asyncio.wait_for(
+                stream_completion(
+                    client, url, model, story_prompt("a quiet morning", f"probe-{i}"), 8, usage=usage
+                ),
+                args.probe_timeout,
+            )
+            loaded.append(r.ttft)
+    except TimeoutError:
+        loaded.append(float("inf"))
+    finally:
+        for t in background:
+            t.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+    still_decoding = sum(1 for e in started if e.is_set())
+    return {
+        "alone_p50": pct(alone, 0.5),
+        "alone_p95": pct(alone, 0.95),
+        "loaded_p50": pct(loaded, 0.5),
+        "loaded_p95": pct(loaded, 0.95),
+        "probes": len(loaded),
+        "background_decoding": still_decoding,
+        "all_background_decoding": all_decoding,
+        "ratio_p95_to_alone_p50": pct(loaded, 0.95) / pct(alone, 0.5),
+    }
+
+
+async def run_workloads(server: Running, args: argparse.Namespace) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout), limits=limits) as client:
+        models = (await client.get(server.url + "/v1/models")).json()
+        model = models["data"][0]["id"]
+        usage = await detect_usage(client, server.url, model)
+        out: dict[str, Any] = {"usage_reported": usage, "throughput": {}}
+        for n in args.concurrency:
+            rounds = [
+                await throughput(
+                    client, server.url, model, n, args.max_tokens, f"{server.name}-c{n}-r{r}", usage
+                )
+                for r in range(args.rounds)
+            ]
+            best = max(rounds, key=lambda x: x["tok_s"])
+            best["rounds_tok_s"] = [x["tok_s"] for x in rounds]
+            best["complete"] = min(x["complete"] for x in rounds)
+            out["throughput"][str(n)] = best
+            print(
+                f"  {server.name:17s} c={n}: {best['tok_s']:7.1f} tok/s  complete {best['complete']}/{n}"
+                f"  ttft p50 {best['ttft_p50'] * 1000:6.0f} ms  itl p50 {best['itl_p50'] * 1000:5.1f} ms",
+                flush=True,
+            )
+        out["peak_rss_after_throughput_mib"] = server.peak_rss_mib()
+        if server.name in args.skip_mixed:
+            out["mixed"] = None
+        else:
+            out["mixed"] = await mixed_ttft(client, server.url, model, args, usage)
+            m = out["mixed"]
+            print(
+                f"  {server.name:17s} short-prompt TTFT alone p50 {m['alone_p50'] * 1000:.0f} ms, "
+                f"under load p95 {m['loaded_p95'] * 1000:.0f} ms ({m['ratio_p95_to_alone_p50']:.2f}x)",
+                flush=True,
+            )
+        out["peak_rss_mib"] = server.peak_rss_mib()
+    return out
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def fmt(v: float | None, digits: int = 1, scale: float = 1.0) -> str:
+    if v is None or v != v:
+        return "n/a"
+    return f"{v * scale:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or a != a or b != b or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Serving benchmark {meta['date']}",
+        "",
+        f"Model `{meta['model']}`, {meta['threads']} threads, --parallel {meta['parallel']}, "
+        f"context {meta['ctx']} tokens, {meta['max_tokens']} output tokens per request at temperature 0, "
+        f"best of {meta['rounds']} rounds. Machine: {meta['machine']}. Timings on a shared machine vary "
+        "run to run: compare within one run only.",
+        "",
+        "| server | streams | complete | total tok/s | vs llama-server "
+        "| TTFT p50 ms | TTFT p95 ms | ITL p50 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    base = results.get("llama-server", {}).get("throughput", {})
+    for name, res in results.items():
+        if "error" in res:
+            lines.append(f"| {name} | failed: {res['error']} | | | | | | |")
+            continue
+        for n, t in res["throughput"].items():
+            b = base.get(n, {}).get("tok_s")
+            lines.append(
+                f"| {name} | {n} | {t['complete']}/{n} | {fmt(t['tok_s'])} | {ratio(t['tok_s'], b)} | "
+                f"{fmt(t['ttft_p50'], 0, 1000)} | {fmt(t['ttft_p95'], 0, 1000)} "
+                f"| {fmt(t['itl_p50'], 1, 1000)} |"
+            )
+    lines += [
+        "",
+        "Short-prompt TTFT while 7 streams decode (4 short prompts, 3 with ~1000-token prompts):",
+        "",
+        "| server | alone p50 ms | loaded p50 ms | loaded p95 ms | loaded p95 / alone p50 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        m = res.get("mixed")
+        if not m:
+            lines.append(f"| {name} | skipped | | | |")
+            continue
+        lines.append(
+            f"| {name} | {fmt(m['alone_p50'], 0, 1000)} | {fmt(m['loaded_p50'], 0, 1000)} | "
+            f"{fmt(m['loaded_p95'], 0, 1000)} | {fmt(m['ratio_p95_to_alone_p50'], 2)}x |"
+        )
+    base_rss = results.get("llama-server", {}).get("peak_rss_mib")
+    lines += ["", "| server | peak RSS MiB | vs llama-server |", "|---|---|---|"]
+    for name, res in results.items():
+        rss = res.get("peak_rss_mib")
+        lines.append(f"| {name} | {fmt(rss, 0)} | {ratio(rss, base_rss)} |")
+    ours = results.get("pykaito", {})
+    if "throughput" in ours and base:
+        t = ours["throughput"]
+        lcp = results.get("llama-cpp-python", {}).get("throughput", {})
+        targets = [
+            (
+                "single stream >= 0.9x llama-server",
+                t.get("1", {}).get("tok_s"),
+                base.get("1", {}).get("tok_s"),
+                0.9,
+            ),
+            (
+                "8 streams >= 1.0x llama-server",
+                t.get("8", {}).get("tok_s"),
+                base.get("8", {}).get("tok_s"),
+                1.0,
+            ),
+            (
+                "8 streams >= 2x llama-cpp-python",
+                t.get("8", {}).get("tok_s"),
+                lcp.get("8", {}).get("tok_s"),
+                2.0,
+            ),
+        ]
+        lines += ["", "Targets:", ""]
+        for label, a, b, goal in targets:
+            if a is None or b is None:
+                lines.append(f"- {label}: n/a")
+            else:
+                lines.append(f"- {label}: {a / b:.2f}x ({'met' if a / b >= goal else 'missed'})")
+        m = ours.get("mixed")
+        if m:
+            r = m["ratio_p95_to_alone_p50"]
+            lines.append(
+                f"- short-prompt TTFT p95 under load < 4x alone: {r:.2f}x ({'met' if r < 4 else 'missed'})"
+            )
+        rss, brss = ours.get("peak_rss_mib"), base_rss
+        if rss and brss:
+            verdict = "met" if rss / brss <= 1.3 else "missed"
+            lines.append(f"- peak RSS <= 1.3x llama-server: {rss / brss:.2f}x ({verdict})")
+        eight = t.get("8", {})
+        lines.append(f"- every stream complete at 8: {eight.get('complete')}/8")
+    return "\n".join(lines) + "\n"
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    args.model = Path(args.model) if args.model else embedded_model()
+    args.threads = args.threads or physical_cores()
+    results_dir = Path(args.out)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    log_dir = results_dir / f"{stamp}-logs"
+    log_dir.mkdir(exist_ok=True)
+    results: dict[str, Any] = {}
+    for name in args.servers:
+        if name == "llama-server" and not Path(args.llama_server).is_file():
+            results[name] = {"error": f"{args.llama_server} is missing: run bench/setup_llama_server.sh"}
+            print(f"{name}: skipped ({results[name]['error']})", flush=True)
+            continue
+        print(f"{name}: starting", flush=True)
+        try:
+            with running_server(name, args, log_dir) as server:
+                results[name] = asyncio.run(run_workloads(server, args))
+        except Exception as exc:  # a failing server is a row in the report, not the end of the run
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name}: failed: {exc}", flush=True)
+    meta = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "model": args.model.name,
+        "threads": args.threads,
+        "parallel": args.parallel,
+        "ctx": args.ctx,
+        "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "argv": sys.argv[1:],
+    }
+    md = report(results, meta)
+    print()
+    print(md)
+    (results_dir / f"{stamp}.md").write_text(md)
+    (results_dir / f"{stamp}.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+    )
+    print(f"wrote {results_dir / f'{stamp}.md'} and .json")
+    return 0
+
+
+def serve_pykaito(args: argparse.Namespace) -> int:
+    """Run pykaito's server with the llama.cpp engine (what ``pykaito-runtime llamacpp`` does)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from pykaito.runtime.serve import llamacpp_engine, serve
+    from pykaito.runtime.settings import ServerSettings
+
+    engine = llamacpp_engine(
+        Path(args.model), parallel=args.parallel, threads=args.threads, ctx_size=args.ctx, max_queue=64
+    )
+    serve(engine, ServerSettings(host="127.0.0.1", port=args.port, log_level="warning"))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command")
+    ours = sub.add_parser("serve-pykaito", help="run pykaito's server (used by the benchmark itself)")
+    ours.add_argument("--model", required=True)
+    ours.add_argument("--port", type=int, required=True)
+    ours.add_argument("--threads", type=int, default=0)
+    ours.add_argument("--parallel", type=int, default=8)
+    ours.add_argument("--ctx", type=int, default=0)
+    parser.add_argument("--servers", type=lambda s: s.split(","), default=list(SERVERS))
+    parser.add_argument("--model", default="", help="GGUF file (default: the embedded SmolLM2)")
+    parser.add_argument("--threads", type=int, default=0, help="0: physical cores available")
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--ctx", type=int, default=8 * 2048, help="context of all slots together")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--probes", type=int, default=6)
+    parser.add_argument("--background-tokens", type=int, default=400)
+    parser.add_argument("--background-wait", type=float, default=60.0)
+    parser.add_argument("--probe-timeout", type=float, default=60.0)
+    parser.add_argument("--long-paragraphs", type=int, default=17, help="~58 tokens each")
+    parser.add_argument("--skip-mixed", type=lambda s: s.split(","), default=["llama-cpp-python"])
+    parser.add_argument("--request-timeout", type=float, default=300.0)
+    parser.add_argument("--start-timeout", type=float, default=120.0)
+    parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    if args.command == "serve-pykaito":
+        return serve_pykaito(args)
+    return main_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The CustomResourceDefinition for workspaces.kaito.sh, generated from the pydantic types.
+
+The types in :mod:`pykaito.api.types` are the one source of truth: their JSON schema is walked,
+``$ref`` resolved and pydantic's ``anyOf [X, null]`` folded into ``X`` (optional fields are simply
+not required), giving the structural OpenAPI v3 schema Kubernetes wants. Free-form parts (the pod
+``template``, an adapter's ``volumeSource``) keep unknown fields; ``metadata`` is left to the API
+server.
+
+Regenerate the chart's copy with ``kaito crd > charts/pykaito/crds/workspace-crd.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from pykaito.api.types import GROUP, KIND, PLURAL, SHORT_NAMES, ConditionType, Workspace
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+SERVED_VERSIONS = ("v1beta1", "v1alpha1")
+STORAGE_VERSION = "v1beta1"
+REGENERATE = "kaito crd > charts/pykaito/crds/workspace-crd.yaml"
+
+_PRESERVE = "x-kubernetes-preserve-unknown-fields"
+# Keys of JSON schema that a structural OpenAPI v3 schema keeps.
+_KEPT = ("description", "type", "format", "enum", "minimum", "maximum", "pattern", "minLength", "maxLength")
+
+
+def _condition_column(condition: ConditionType) -> dict[str, Any]:
+    return {
+        "name": condition.value,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition.value}")].status',
+    }
+
+
+PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"},
+    _condition_column(ConditionType.RESOURCE_READY),
+    _condition_column(ConditionType.INFERENCE_READY),
+    _condition_column(ConditionType.WORKSPACE_SUCCEEDED),
+    {"name": "TargetNodeCount", "type": "integer", "jsonPath": ".status.targetNodeCount"},
+    {"name": "State", "type": "string", "jsonPath": ".status.state"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+)
+
+
+class _Converter:
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.defs: dict[str, Any] = root.get("$defs", {})
+
+    def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            # A model's docstring describes the Python class, not the field: leave it out.
+            merged = {k: v for k, v in self.defs[name].items() if k != "description"}
+            merged.update({k: v for k, v in node.items() if k != "$ref"})
+            node = merged
+        return node
+
+    def convert(self, node: dict[str, Any]) -> dict[str, Any]:
+        node = self.resolve(node)
+        variants = node.get("anyOf")
+        if variants is not None:
+            non_null = [v for v in variants if v.get("type") != "null"]
+            if len(non_null) != 1:
+                raise ValueError(f"cannot express a union of {len(non_null)} types structurally: {node}")
+            inner = {k: v for k, v in node.items() if k != "anyOf"}
+            inner.update(self.resolve(non_null[0]))
+            return self.convert(inner)
+
+        out: dict[str, Any] = {k: node[k] for k in _KEPT if k in node}
+        if "const" in node:
+            out["enum"] = [node["const"]]
+        kind = node.get("type")
+        if kind == "object":
+            properties = node.get("properties")
+            extra = node.get("additionalProperties")
+            if properties:
+                out["properties"] = {k: self.convert(v) for k, v in properties.items()}
+                required = [k for k in node.get("required", []) if k in properties]
+                if required:
+                    out["required"] = required
+                if extra is True or isinstance(extra, dict):
+                    out[_PRESERVE] = True
+            elif isinstance(extra, dict) and extra:
+                out["additionalProperties"] = self.convert(extra)
+            else:
+                out[_PRESERVE] = True
+        elif kind == "array":
+            out["items"] = self.convert(node.get("items", {}))
+        elif kind is None and "enum" not in out:
+            out["type"] = "object"
+            out[_PRESERVE] = True
+        return out
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The structural openAPIV3Schema of a Workspace, derived from :class:`Workspace`."""
+    root = Workspace.model_json_schema()
+    converter = _Converter(root)
+    schema = converter.convert(root)
+    schema.pop(_PRESERVE, None)
+    properties = schema["properties"]
+    properties["apiVersion"] = {
+        "description": "The versioned schema of this object: kaito.sh/v1beta1.",
+        "type": "string",
+    }
+    properties["kind"] = {"description": "The kind of this object: Workspace.", "type": "string"}
+    properties["metadata"] = {"type": "object"}
+    return {
+        "description": (
+            "A Workspace names a model preset (or a pod template) and the GPU nodes to run it on; "
+            "the operator sizes, deploys and serves it behind an OpenAI-compatible endpoint."
+        ),
+        "type": "object",
+        "properties": properties,
+    }
+
+
+def generate_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition (apiextensions.k8s.io/v1) for workspaces.kaito.sh."""
+    schema = openapi_schema()
+    versions = [
+        {
+            "name": version,
+            "served": True,
+            "storage": version == STORAGE_VERSION,
+            "additionalPrinterColumns": copy.deepcopy(list(PRINTER_COLUMNS)),
+            "schema": {"openAPIV3Schema": copy.deepcopy(schema)},
+            "subresources": {"status": {}},
+        }
+        for version in SERVED_VERSIONS
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "shortNames": list(SHORT_NAMES),
+                "singular": KIND.lower(),
+            },
+            "scope": "Namespaced",
+            "versions": versions,
+        },
+    }
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes repeated values out in full: no ``&id001`` anchors in a file people read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def crd_yaml() -> str:
+    """The CRD as deterministic YAML (the chart's ``crds/workspace-crd.yaml``)."""
+    header = f"# Generated from pykaito.api.types; regenerate with `{REGENERATE}`.\n"
+    body = yaml.dump(
+        generate_crd(), Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return header + body
+
+
+def strict_json_schema(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON schema that checks a Workspace as the API server does with strict field validation.
+
+    The structural schema cannot say "no other fields" (Kubernetes prunes or, with
+    ``--validate=strict``, refuses them); this adds ``additionalProperties: false`` wherever
+    unknown fields are not preserved, so a plain JSON-schema validator rejects them too.
+    """
+
+    def walk(node: dict[str, Any]) -> dict[str, Any]:
+        out = dict(node)
+        if "properties" in node:
+            out["properties"] = {k: walk(v) for k, v in node["properties"].items()}
+            if not node.get(_PRESERVE):
+                out["additionalProperties"] = False
+        if isinstance(node.get("additionalProperties"), dict):
+            out["additionalProperties"] = walk(node["additionalProperties"])
+        if "items" in node:
+            out["items"] = walk(node["items"])
+        return out
+
+    return walk(schema if schema is not None else openapi_schema())

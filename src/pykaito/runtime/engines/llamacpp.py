@@ -1,0 +1,577 @@
+"""The CPU engine: llama.cpp in-process with the project's own continuous batching.
+
+One dedicated thread owns the llama.cpp context and runs the decode loop:
+
+    admit waiting requests into free slots (a slot is a KV-cache sequence id)
+    plan one step: a token for every decoding sequence plus a chunk of prompt tokens
+    llama_decode(the whole step)            # one call, all running sequences
+    sample each sequence with its own native sampler chain (llama_sampler_sample)
+    hand the new text to each request's asyncio queue (call_soon_threadsafe, once per loop)
+
+llama.cpp releases the GIL while it computes, so the event loop stays responsive. The
+scheduling rules live in ``pykaito.runtime.scheduler`` and stop-string handling in
+``pykaito.runtime.text``; this module is the llama.cpp edge.
+
+Each delta's ``token_ids`` lists the tokens generated since the previous delta (text held
+back for a possible stop string or an incomplete character is sent with a later delta),
+so the sum over a stream is the completion token count, the end-of-generation token included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import math
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pykaito.errors import EngineError, PromptTooLongError
+from pykaito.runtime.engine import (
+    ChatMessage,
+    Delta,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    Health,
+    SamplingParams,
+    TokenLogprob,
+)
+from pykaito.runtime.engines.llamacpp_native import NativeBatch, build_sampler
+from pykaito.runtime.scheduler import Scheduler, SequenceState, StepEntry
+from pykaito.runtime.text import TextStream
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger(__name__ + ".native")
+
+CONTEXT_PER_SLOT = 2048
+MAX_DEFAULT_THREADS = 8
+
+
+def default_threads() -> int:
+    """Physical cores this process may run on (CPU affinity, SMT siblings counted once), at most 8."""
+    cpus = os.sched_getaffinity(0)
+    cores: set[tuple[str, str]] = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+            continue
+        cores.add((package, core))
+    return max(1, min(MAX_DEFAULT_THREADS, len(cores) or len(cpus)))
+
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    """How the llama.cpp engine loads and serves a GGUF model."""
+
+    model_path: Path
+    n_ctx: int = 0  # KV-cache cells for all slots together; 0 = max_running x 2048
+    max_running: int = 8  # parallel sequences (slots)
+    max_waiting: int = 64  # queued requests before QueueFullError
+    threads: int = 0  # 0 = physical cores available, at most 8
+    batch_size: int = 512  # tokens per decode step, at most
+    prompt_chunk: int = 256  # prompt tokens per decode step, at most
+    served_model_name: str = ""  # "" = the file name without .gguf
+
+    @property
+    def total_context(self) -> int:
+        return self.n_ctx or self.max_running * CONTEXT_PER_SLOT
+
+
+@dataclass(eq=False)
+class _Request:
+    """What the decode thread keeps for one request besides the scheduler's bookkeeping."""
+
+    params: SamplingParams
+    sampler: Any  # llama_sampler_p, owned and freed by the decode thread
+    text: TextStream
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Delta | BaseException]
+    n_generated: int = 0
+    pending_ids: list[int] = field(default_factory=list)
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+_Seq = SequenceState[_Request]
+_Outbox = dict[asyncio.AbstractEventLoop, list[tuple["asyncio.Queue[Delta | BaseException]", Any]]]
+
+
+def _deliver(items: list[tuple[asyncio.Queue[Delta | BaseException], Delta | BaseException]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+class _Stream:
+    """The async iterator ``generate`` returns; closing it early cancels the request."""
+
+    def __init__(self, engine: LlamaCppEngine, seq: _Seq) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._done = False
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._seq.payload.queue.get()
+        except BaseException:
+            self._close()
+            raise
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._engine._cancel(self._seq)
+
+    def __del__(self) -> None:
+        self._close()
+
+
+class LlamaCppEngine:
+    """llama.cpp through llama-cpp-python's low-level API, one decode step for all sequences."""
+
+    def __init__(self, settings: LlamaCppSettings) -> None:
+        if settings.max_running < 1:
+            raise ValueError(f"max_running must be at least 1, got {settings.max_running}")
+        self.settings = settings
+        self._threads = settings.threads or default_threads()
+        self._scheduler: Scheduler[_Request] = Scheduler(
+            max_running=settings.max_running,
+            max_waiting=settings.max_waiting,
+            prompt_chunk=settings.prompt_chunk,
+            batch_size=max(settings.batch_size, settings.max_running + 1),
+        )
+        self._lib: Any = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._vocab: Any = None
+        self._memory: Any = None
+        self._n_vocab = 0
+        self._n_ctx_seq = settings.total_context // settings.max_running
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._template: Any = None
+        self._bos_text = ""
+        self._eos_text = ""
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._health = Health(ready=False, reason="the model is not loaded yet")
+        self._log_callback: Any = None
+        self._batch: NativeBatch | None = None
+        self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
+
+    # -- Engine protocol -------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.served_model_name or self.settings.model_path.name.removesuffix(".gguf")
+
+    @property
+    def max_model_len(self) -> int:
+        return self._n_ctx_seq
+
+    def health(self) -> Health:
+        return self._health
+
+    def stats(self) -> EngineStats:
+        running = self._scheduler.running
+        return EngineStats(
+            running=running,
+            waiting=self._scheduler.waiting,
+            max_running=self.settings.max_running,
+            max_waiting=self.settings.max_waiting,
+            kv_cache_usage=self._kv_usage(),
+        )
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        lib, vocab = self._loaded()
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (lib.llama_token * capacity)()
+        n = lib.llama_tokenize(vocab, data, len(data), tokens, capacity, add_special, True)
+        if n < 0:
+            capacity = -n
+            tokens = (lib.llama_token * capacity)()
+            n = lib.llama_tokenize(vocab, data, len(data), tokens, capacity, add_special, True)
+        if n < 0:
+            raise EngineError(f"llama.cpp could not tokenize a text of {len(data)} bytes")
+        return list(tokens[:n])
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        lib, vocab = self._loaded()
+        self._check_ids(tokens, "token ids")
+        arr = (lib.llama_token * len(tokens))(*tokens)
+        size = max(64, 8 * len(tokens))
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = lib.llama_detokenize(vocab, arr, len(tokens), buf, size, False, False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n
+        raise EngineError(f"llama.cpp could not detokenize {len(tokens)} tokens")
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        if self._template is None:
+            self._loaded()
+            raise EngineError(
+                f"the model {self.model_name} has no chat template (tokenizer.chat_template): "
+                "use the completions API or a model with a template"
+            )
+        import jinja2
+
+        try:
+            rendered = self._template.render(
+                messages=[{**m.extra, "role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                bos_token=self._bos_text,
+                eos_token=self._eos_text,
+            )
+        except jinja2.TemplateError as exc:
+            raise ValueError(f"the model's chat template cannot render these messages: {exc}") from exc
+        return str(rendered)
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        if not self._accepting:
+            raise EngineError(f"the engine is not serving: {self._health.reason or 'stopped'}")
+        params = request.params
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise ValueError("the prompt is empty: send at least one token")
+        self._check_ids(request.prompt_tokens, "prompt token ids")
+        if params.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {params.max_tokens}")
+        if n_prompt >= self._n_ctx_seq:
+            raise PromptTooLongError(
+                f"the prompt has {n_prompt} tokens but {self.model_name} serves at most "
+                f"{self._n_ctx_seq} tokens per request (prompt and completion): shorten the prompt "
+                "or give the engine a larger n_ctx",
+                prompt_tokens=n_prompt,
+                max_model_len=self._n_ctx_seq,
+            )
+        loop = asyncio.get_running_loop()
+        sampler = build_sampler(self._lib, self._vocab, self._n_vocab, params)
+        payload = _Request(params, sampler, TextStream(params.stop), loop, asyncio.Queue())
+        seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
+        try:
+            self._scheduler.submit(seq)
+        except BaseException:
+            self._lib.llama_sampler_free(sampler)
+            raise
+        return _Stream(self, seq)
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        if self._health.reason == "stopped":
+            raise EngineError("this engine was stopped and cannot start again: create a new LlamaCppEngine")
+        self._health = Health(ready=False, reason="loading the model")
+        try:
+            await asyncio.to_thread(self._load)
+        except BaseException as exc:
+            self._health = Health(ready=False, reason=f"the model failed to load: {exc}")
+            raise
+        capacity = max(self.settings.batch_size, self.settings.max_running + 1)
+        self._batch = NativeBatch(self._lib, capacity, self._n_ctx_seq)
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="llamacpp-decode", daemon=True)
+        self._thread.start()
+        self._health = Health(ready=False, reason="warming up")
+        warmup = GenerationRequest(
+            "warmup", self.tokenize("Hello"), SamplingParams(max_tokens=2, temperature=0)
+        )
+        async for _ in self.generate(warmup):
+            pass
+        self._health = Health(ready=True)
+        log.info(
+            "llama.cpp engine ready: %s, %d slots x %d tokens, %d threads",
+            self.model_name,
+            self.settings.max_running,
+            self._n_ctx_seq,
+            self._threads,
+        )
+
+    async def stop(self) -> None:
+        self._accepting = False
+        self._health = Health(ready=False, reason="stopped")
+        left = self._scheduler.close()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for seq in left:
+            self._release(seq)
+            if not seq.cancelled:
+                self._post(seq, EngineError("the engine stopped before the request finished"))
+        self._memory = None
+        self._vocab = None
+        self._batch = None
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+    def _check_ids(self, tokens: Sequence[int], what: str) -> None:
+        n_vocab = self._n_vocab
+        if tokens and n_vocab and (min(tokens) < 0 or max(tokens) >= n_vocab):
+            bad = min(tokens) if min(tokens) < 0 else max(tokens)
+            raise ValueError(f"{what} must lie in 0..{n_vocab - 1} for {self.model_name}; got {bad}")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _loaded(self) -> tuple[Any, Any]:
+        if self._vocab is None:
+            raise EngineError("the engine has not loaded its model yet: await engine.start() first")
+        return self._lib, self._vocab
+
+    def _load(self) -> None:
+        import llama_cpp
+
+        lib = llama_cpp
+        self._lib = lib
+        self._install_log_callback()
+        lib.llama_backend_init()
+        path = self.settings.model_path
+        if not path.is_file():
+            raise EngineError(f"model file {path} does not exist: pass the path of a .gguf file")
+        mparams = lib.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model:
+            raise EngineError(f"llama.cpp could not load {path}: is it a valid GGUF file?")
+        self._model = model
+        self._vocab = lib.llama_model_get_vocab(model)
+        self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        train_ctx = lib.llama_model_n_ctx_train(model)
+        per_slot = self.settings.total_context // self.settings.max_running
+        if train_ctx > 0 and per_slot > train_ctx:
+            per_slot = train_ctx
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = per_slot * self.settings.max_running
+        batch = max(self.settings.batch_size, self.settings.max_running + 1)
+        cparams.n_batch = batch
+        cparams.n_ubatch = batch
+        cparams.n_seq_max = self.settings.max_running
+        cparams.n_outputs_max = self.settings.max_running
+        cparams.n_threads = self._threads
+        cparams.n_threads_batch = self._threads
+        cparams.no_perf = True
+        cparams.kv_unified = False
+        ctx = lib.llama_init_from_model(model, cparams)
+        if not ctx:
+            raise EngineError(
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {path}: "
+                "lower n_ctx or max_running"
+            )
+        self._ctx = ctx
+        self._memory = lib.llama_get_memory(ctx)
+        self._n_ctx_seq = lib.llama_n_ctx_seq(ctx)
+        self._load_template()
+
+    def _install_log_callback(self) -> None:
+        lib = self._lib
+        # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues a line)
+        levels = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
+
+        def forward(level: int, text: bytes, _user: Any) -> None:
+            lvl = levels.get(level, logging.DEBUG)
+            if native_log.isEnabledFor(lvl) and text:
+                native_log.log(lvl, "%s", text.decode("utf-8", errors="replace").rstrip())
+
+        self._log_callback = lib.llama_log_callback(forward)
+        lib.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+
+    def _meta(self, key: str) -> str | None:
+        size = 1 << 16
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = self._lib.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+        return None
+
+    def _load_template(self) -> None:
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        source = self._meta("tokenizer.chat_template")
+        vocab, lib = self._vocab, self._lib
+        bos, eos = lib.llama_vocab_bos(vocab), lib.llama_vocab_eos(vocab)
+        self._bos_text = self._piece(bos, special=True).decode("utf-8", errors="replace") if bos >= 0 else ""
+        self._eos_text = self._piece(eos, special=True).decode("utf-8", errors="replace") if eos >= 0 else ""
+        if not source:
+            return
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(f"the chat template refused the conversation: {message}")
+
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
+        env.globals["raise_exception"] = raise_exception
+        self._template = env.from_string(source)
+
+    # -- the decode thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        scheduler = self._scheduler
+        try:
+            while scheduler.wait_for_work(0.5) or self._accepting:
+                scheduler.admit(self._release, self._move)
+                entries = scheduler.plan()
+                if entries:
+                    self._step(entries)
+        except BaseException as exc:
+            log.exception("the llama.cpp decode loop failed")
+            self._accepting = False
+            self._health = Health(ready=False, reason=f"the decode loop failed: {exc}")
+            for seq in self._scheduler.close():
+                self._release(seq)
+                if not seq.cancelled:
+                    self._post(seq, EngineError(f"the llama.cpp decode loop failed: {exc}"))
+
+    def _step(self, entries: list[StepEntry[_Request]]) -> None:
+        lib, ctx = self._lib, self._ctx
+        assert self._batch is not None
+        outputs = self._batch.fill(entries)
+        rc = lib.llama_decode(ctx, self._batch.struct)
+        if rc != 0:
+            for entry in entries:
+                self._fail(entry.seq, EngineError(f"llama_decode failed with status {rc}"))
+            self._deliver_all({})
+            return
+        outbox: _Outbox = {}
+        for entry, index in zip(entries, outputs, strict=True):
+            seq = entry.seq
+            seq.n_past += len(entry.tokens)
+            if index >= 0 and not seq.cancelled:
+                self._sample(seq, index, outbox)
+        self._deliver_all(outbox)
+
+    def _sample(self, seq: _Seq, index: int, outbox: _Outbox) -> None:
+        lib, req = self._lib, seq.payload
+        token = lib.llama_sampler_sample(req.sampler, self._ctx, index)
+        req.n_generated += 1
+        req.pending_ids.append(token)
+        if req.params.logprobs is not None:
+            req.pending_logprobs.append(self._logprob(index, token, req.params.logprobs))
+        finish: FinishReason | None = None
+        if lib.llama_vocab_is_eog(self._vocab, token):
+            text, finish = req.text.flush(), "stop"
+        else:
+            text, stopped = req.text.push(self._piece(token))
+            if stopped:
+                finish = "stop"
+            elif req.n_generated >= req.params.max_tokens or seq.n_past + 1 >= self._n_ctx_seq:
+                text += req.text.flush()
+                finish = "length"
+            else:
+                seq.next_token = token
+        if finish is not None:
+            seq.next_token = None
+            self._scheduler.finish(seq)
+        if text or finish is not None:
+            delta = Delta(text, tuple(req.pending_ids), tuple(req.pending_logprobs), finish)
+            req.pending_ids.clear()
+            req.pending_logprobs.clear()
+            outbox.setdefault(req.loop, []).append((req.queue, delta))
+
+    def _fail(self, seq: _Seq, error: BaseException) -> None:
+        self._scheduler.finish(seq)
+        self._post(seq, error)
+
+    def _post(self, seq: _Seq, item: Delta | BaseException) -> None:
+        req = seq.payload
+        try:
+            req.loop.call_soon_threadsafe(_deliver, [(req.queue, item)])
+        except RuntimeError:  # the caller's event loop has closed
+            self._scheduler.cancel(seq)
+
+    def _deliver_all(self, outbox: _Outbox) -> None:
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                log.debug("an event loop closed with %d deltas undelivered", len(items))
+
+    def _release(self, seq: _Seq) -> None:
+        """Clear the sequence's KV cache and free its sampler (decode thread, between steps)."""
+        lib = self._lib
+        if seq.slot >= 0 and self._memory is not None:
+            lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
+        if seq.payload.sampler is not None:
+            lib.llama_sampler_free(seq.payload.sampler)
+            seq.payload.sampler = None
+
+    def _move(self, seq: _Seq, slot: int) -> None:
+        """Copy the sequence's KV cache to another slot (done by llama.cpp before the next decode)."""
+        lib, memory = self._lib, self._memory
+        lib.llama_memory_seq_rm(memory, slot, -1, -1)
+        lib.llama_memory_seq_cp(memory, seq.slot, slot, -1, -1)
+        lib.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+        self.moves += 1
+
+    def _cancel(self, seq: _Seq) -> None:
+        self._scheduler.cancel(seq)
+
+    # -- tokens, samplers, logprobs --------------------------------------------------------
+
+    def _piece(self, token: int, *, special: bool = False) -> bytes:
+        if not special:
+            cached = self._pieces.get(token)
+            if cached is not None:
+                return cached
+        buf = self._piece_buf
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        piece = buf.raw[:n]
+        if not special:
+            self._pieces[token] = piece
+        return piece
+
+    def _logprob(self, index: int, token: int, top_n: int) -> TokenLogprob:
+        ptr = self._lib.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
+        peak = float(logits.max())
+        norm = peak + math.log(float(np.exp(logits - peak).sum()))
+        top: tuple[tuple[str, float], ...] = ()
+        if top_n > 0:
+            n = min(top_n, self._n_vocab)
+            best = np.argpartition(-logits, n - 1)[:n]
+            best = best[np.argsort(-logits[best])]
+            top = tuple((self._text(int(t)), float(logits[t]) - norm) for t in best)
+        return TokenLogprob(self._text(token), float(logits[token]) - norm, top)
+
+    def _text(self, token: int) -> str:
+        return self._piece(token).decode("utf-8", errors="replace")
+
+    def _kv_usage(self) -> float:
+        total = self._n_ctx_seq * self.settings.max_running
+        return min(1.0, self._scheduler.kv_tokens() / total) if total else 0.0

@@ -1,0 +1,111 @@
+"""The llama.cpp pieces the decode thread drives: a reusable batch and per-request sampler chains.
+
+Both are thin layers over llama-cpp-python's low-level (ctypes) API, kept apart from the
+engine's control flow so each stays small.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from pykaito.runtime.engine import SamplingParams
+from pykaito.runtime.scheduler import StepEntry
+
+PENALTY_LAST_N = 64  # tokens the repetition, frequency and presence penalties look back over
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp picks a random seed
+
+
+def build_sampler(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) -> Any:
+    """A native sampler chain for one request: grammar, penalties, then greedy or top-k/p, min-p, temperature.
+
+    The caller owns the chain and frees it with ``llama_sampler_free``. Raises ValueError for
+    a grammar llama.cpp cannot parse or a non-positive repetition penalty.
+    """
+    chain_params = lib.llama_sampler_chain_default_params()
+    chain_params.no_perf = True
+    chain = lib.llama_sampler_chain_init(chain_params)
+    add: Callable[[Any], None] = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
+    if params.grammar:
+        grammar = lib.llama_sampler_init_grammar(vocab, params.grammar.encode("utf-8"), b"root")
+        if not grammar:
+            lib.llama_sampler_free(chain)
+            raise ValueError("the grammar is not valid GBNF (llama.cpp could not parse it)")
+        add(grammar)
+    if params.repetition_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+        if params.repetition_penalty <= 0:
+            lib.llama_sampler_free(chain)
+            raise ValueError(f"repetition_penalty must be positive, got {params.repetition_penalty}")
+        add(
+            lib.llama_sampler_init_penalties(
+                n_vocab,
+                PENALTY_LAST_N,
+                params.repetition_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            )
+        )
+    if params.temperature <= 0:
+        add(lib.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        add(lib.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        add(lib.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:
+        add(lib.llama_sampler_init_min_p(params.min_p, 1))
+    add(lib.llama_sampler_init_temp(params.temperature))
+    seed = LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    add(lib.llama_sampler_init_dist(seed))
+    return chain
+
+
+class NativeBatch:
+    """A reusable llama_batch over numpy arrays, filled with bulk copies instead of per-token calls."""
+
+    def __init__(self, lib: Any, capacity: int, n_ctx_seq: int) -> None:
+        self.capacity = capacity
+        self.tokens = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq_ptrs = np.zeros(capacity, dtype=np.uintp)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self.seq_ids = np.arange(capacity, dtype=np.int32)  # slot i's id lives at seq_ids[i]
+        self._slot_addr = self.seq_ids.ctypes.data + 4 * np.arange(capacity, dtype=np.uintp)
+        self._arange = np.arange(n_ctx_seq + capacity, dtype=np.int32)  # positions, sliced per entry
+        self.struct = lib.llama_batch()
+        self.struct.token = self.tokens.ctypes.data_as(ctypes.POINTER(lib.llama_token))
+        self.struct.embd = None
+        self.struct.pos = self.pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos))
+        self.struct.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.seq_id = ctypes.cast(
+            self.seq_ptrs.ctypes.data, ctypes.POINTER(ctypes.POINTER(lib.llama_seq_id))
+        )
+        self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def fill(self, entries: Sequence[StepEntry[Any]]) -> list[int]:
+        """Copy a step into the batch; return each entry's output index (-1: no logits wanted)."""
+        n = 0
+        outputs: list[int] = []
+        for entry in entries:
+            k = len(entry.tokens)
+            end = n + k
+            if k == 1:
+                self.tokens[n] = entry.tokens[0]
+                self.pos[n] = entry.start_pos
+            else:
+                self.tokens[n:end] = entry.tokens
+                self.pos[n:end] = self._arange[entry.start_pos : entry.start_pos + k]
+            self.seq_ptrs[n:end] = self._slot_addr[entry.seq.slot]
+            self.logits[n:end] = 0
+            if entry.wants_logits:
+                self.logits[end - 1] = 1
+                outputs.append(end - 1)
+            else:
+                outputs.append(-1)
+            n = end
+        self.struct.n_tokens = n
+        return outputs

@@ -1,0 +1,24 @@
+"""Fixtures of the chat app tests: the real runtime, free ports, the packaged web app."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.apps.runtime import shared_runtime, stop_shared_runtime
+
+
+@pytest.fixture(scope="session")
+def runtime_url() -> Iterator[str]:
+    """The URL of the real server with SmolLM2-135M, shared by the whole session."""
+    handle = shared_runtime()
+    yield handle.url
+    stop_shared_runtime()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,112 @@
+"""``kaito presets``, ``kaito instance-types`` and ``kaito version`` transcripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from pykaito.cli import main as cli_main
+from pykaito.cli import output
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Kaito = Callable[..., Result]
+
+
+@pytest.fixture
+def kaito(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Kaito:
+    """Run the real ``kaito`` entry point in-process with a wide terminal."""
+    monkeypatch.setattr(output.console, "width", 200)
+    monkeypatch.setattr(output.err_console, "width", 200)
+
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["kaito", *args])
+        code = 0
+        try:
+            cli_main.main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def test_presets_json(kaito: Kaito) -> None:
+    result = kaito("presets", "-o", "json")
+    assert result.code == 0
+    data = json.loads(result.out)
+    by_name = {p["name"]: p for p in data}
+    assert len(by_name) == 21
+    assert by_name["phi-4-mini-instruct"]["model_id"] == "microsoft/Phi-4-mini-instruct"
+    assert by_name["llama-3.3-70b-instruct"]["download_token_required"] is True
+    assert by_name["smollm2-135m-instruct"]["runtimes"] == ["llamacpp"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["llama"],
+            {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct", "deepseek-r1-distill-llama-8b"},
+            id="filter",
+        ),
+        pytest.param(["--runtime", "llamacpp"], {"smollm2-135m-instruct"}, id="runtime"),
+        pytest.param(
+            ["phi", "--max-size", "7.13"],
+            {"phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "phi-3.5-mini-instruct"},
+            id="max-size",
+        ),
+        pytest.param(["no-such-model"], set(), id="nothing"),
+    ],
+)
+def test_presets_filters(kaito: Kaito, args: list[str], expected: set[str]) -> None:
+    result = kaito("presets", *args, "-o", "yaml")
+    assert result.code == 0
+    assert {p["name"] for p in yaml.safe_load(result.out) or []} == expected
+
+
+def test_presets_table(kaito: Kaito) -> None:
+    result = kaito("presets", "gpt-oss")
+    assert result.code == 0
+    assert "2 model presets" in result.out
+    for text in ("gpt-oss-20b", "openai/gpt-oss-120b", "121.54", "tools: openai, reasoning: openai_gptoss"):
+        assert text in result.out
+
+
+def test_instance_types_json_filters(kaito: Kaito) -> None:
+    result = kaito("instance-types", "--cloud", "aws", "--gpu", "a100", "-o", "json")
+    assert result.code == 0
+    assert [t["name"] for t in json.loads(result.out)] == ["p4d.24xlarge", "p4de.24xlarge"]
+
+
+def test_instance_types_table(kaito: Kaito) -> None:
+    result = kaito("instance-types", "--cloud", "azure")
+    assert result.code == 0
+    assert "Standard_NC40ads_H100_v5" in result.out
+    assert "H100-NVL" in result.out
+    assert "p5.48xlarge" not in result.out
+    assert "CPU only" in result.out  # Standard_D4s_v5
+
+
+def test_instance_types_unknown_cloud_is_a_usage_error(kaito: Kaito) -> None:
+    result = kaito("instance-types", "--cloud", "oracle")
+    assert result.code == 2
+    assert "oracle" in result.err
+
+
+def test_version(kaito: Kaito) -> None:
+    result = kaito("version")
+    assert result.code == 0
+    assert result.out.strip() == "pykaito 0.1.0 (Workspace API kaito.sh/v1beta1)"

@@ -1,0 +1,212 @@
+"""The continuous-batching rules and the stop-string filter, without a model."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pykaito.errors import QueueFullError
+from pykaito.runtime.scheduler import Scheduler, SequenceState
+from pykaito.runtime.text import StopFilter, TextStream
+
+
+def make(
+    max_running: int = 2, max_waiting: int = 2, prompt_chunk: int = 8, batch: int = 16
+) -> Scheduler[None]:
+    return Scheduler(
+        max_running=max_running, max_waiting=max_waiting, prompt_chunk=prompt_chunk, batch_size=batch
+    )
+
+
+def seq(n_prompt: int, name: str = "r") -> SequenceState[None]:
+    return SequenceState(name, list(range(100, 100 + n_prompt)), None)
+
+
+def test_queue_full_raises_at_once() -> None:
+    s = make(max_running=2, max_waiting=2)
+    for _ in range(4):  # two will take the free slots, two wait
+        s.submit(seq(3))
+    with pytest.raises(QueueFullError, match="max_waiting=2"):
+        s.submit(seq(3))
+    s.admit(lambda _: None)
+    assert (s.running, s.waiting) == (2, 2)
+    with pytest.raises(QueueFullError):
+        s.submit(seq(3))
+
+
+def test_admit_fills_lowest_free_slots_and_keeps_the_rest_waiting() -> None:
+    s = make(max_running=2, max_waiting=4)
+    seqs = [seq(3, f"r{i}") for i in range(3)]
+    for q in seqs:
+        s.submit(q)
+    admitted = s.admit(lambda _: None)
+    assert [q.slot for q in admitted] == [0, 1]
+    assert (s.running, s.waiting) == (2, 1)
+
+
+def test_released_slot_is_cleared_before_reuse() -> None:
+    s = make(max_running=2, max_waiting=4)
+    a, b, c = seq(3, "a"), seq(3, "b"), seq(3, "c")
+    for q in (a, b, c):
+        s.submit(q)
+    s.admit(lambda _: None)
+    cleared: list[int] = []
+    s.finish(a)
+    assert s.running == 1
+    admitted = s.admit(lambda q: cleared.append(q.slot))
+    assert cleared == [0]
+    assert admitted == [c]
+    assert c.slot == 0
+
+
+def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
+    s = make(max_running=3, max_waiting=3)
+    a, b, c = seq(2, "a"), seq(2, "b"), seq(2, "c")
+    for q in (a, b, c):
+        s.submit(q)
+    s.admit(lambda _: None)
+    s.finish(a)
+    moves: list[tuple[str, int, int]] = []
+    s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, q.slot, slot)))
+    assert moves == [("c", 2, 0)]
+    assert (a.slot, b.slot, c.slot) == (-1, 1, 0)
+    # contiguous now: nothing more to move, and the freed top slot is the one handed out next
+    s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, q.slot, slot)))
+    assert len(moves) == 1
+    d = seq(2, "d")
+    s.submit(d)
+    s.admit(lambda _: None)
+    assert d.slot == 2
+
+
+def test_cancel_running_is_visible_at_once_and_frees_the_slot_later() -> None:
+    s = make()
+    a = seq(3)
+    s.submit(a)
+    s.admit(lambda _: None)
+    assert s.cancel(a)
+    assert s.running == 0
+    assert not s.cancel(a)
+    released: list[SequenceState[None]] = []
+    s.admit(released.append)
+    assert released == [a]
+    assert a.slot == -1
+
+
+def test_cancel_waiting_removes_it_from_the_queue() -> None:
+    s = make(max_running=1)
+    a, b = seq(2, "a"), seq(2, "b")
+    s.submit(a)
+    s.admit(lambda _: None)
+    s.submit(b)
+    assert s.cancel(b)
+    assert s.waiting == 0
+    assert s.admit(lambda _: None) == []
+
+
+def test_plan_gives_every_decoding_sequence_one_token_and_chunks_prompts() -> None:
+    s = make(max_running=3, max_waiting=3, prompt_chunk=8, batch=64)
+    decoding, long, short = seq(4, "d"), seq(20, "long"), seq(5, "short")
+    for q in (decoding, long, short):
+        s.submit(q)
+    s.admit(lambda _: None)
+    decoding.n_past, decoding.next_token = 4, 7
+    step = s.plan()
+    by_name = {e.seq.request_id: e for e in step}
+    assert list(by_name["d"].tokens) == [7]
+    assert by_name["d"].start_pos == 4
+    assert by_name["d"].wants_logits
+    # the shorter prompt goes first and finishes; the long one gets the rest of the chunk
+    assert len(by_name["short"].tokens) == 5
+    assert by_name["short"].wants_logits
+    assert list(by_name["long"].tokens) == list(range(100, 103))
+    assert not by_name["long"].wants_logits
+    assert sum(len(e.tokens) for e in step if e.seq is not decoding) == 8
+    assert [e.seq.slot for e in step] == sorted(e.seq.slot for e in step)
+
+
+def test_long_prompt_resumes_where_it_stopped() -> None:
+    s = make(max_running=1, prompt_chunk=8, batch=16)
+    a = seq(20)
+    s.submit(a)
+    s.admit(lambda _: None)
+    positions = []
+    while a.prompt_left:
+        (entry,) = s.plan()
+        positions.append((entry.start_pos, len(entry.tokens), entry.wants_logits))
+        a.n_past += len(entry.tokens)
+    assert positions == [(0, 8, False), (8, 8, False), (16, 4, True)]
+
+
+def test_submit_from_many_threads_respects_the_bound() -> None:
+    s = make(max_running=1, max_waiting=9)
+    errors: list[Exception] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            try:
+                s.submit(seq(1))
+            except QueueFullError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert s.waiting == 10
+    assert len(errors) == 10
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "emitted", "stopped"),
+    [
+        pytest.param(["Hello", " world"], [], "Hello world", False, id="no-stops"),
+        pytest.param(["Hel", "lo ST", "OP there"], ["STOP"], "Hello ", True, id="split-stop"),
+        pytest.param(["a", "b", "c"], ["bd"], "abc", False, id="partial-match-released"),
+        pytest.param(["xx<", "|end"], ["<|end|>"], "xx", False, id="held-at-end"),
+        pytest.param(["one\n\ntwo"], ["\n\n", "one"], "", True, id="earliest-stop-wins"),
+    ],
+)
+def test_stop_filter(pieces: list[str], stops: list[str], emitted: str, stopped: bool) -> None:
+    f = StopFilter(stops)
+    out = ""
+    hit = False
+    for p in pieces:
+        text, hit = f.push(p)
+        out += text
+        if hit:
+            break
+    assert out == emitted
+    assert hit is stopped
+
+
+def test_text_stream_reassembles_split_utf8() -> None:
+    ts = TextStream(())
+    data = "é€".encode()
+    texts = [ts.push(data[i : i + 1])[0] for i in range(len(data))]
+    assert "".join(texts) == "é€"
+    assert texts[0] == ""
+
+
+@given(st.text(max_size=40), st.lists(st.integers(min_value=0, max_value=40), max_size=6))
+def test_stop_filter_never_leaks_a_stop_string(text: str, cuts: list[int]) -> None:
+    stop = "END"
+    f = StopFilter([stop])
+    points = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    out = ""
+    hit = False
+    for a, b in itertools.pairwise(points):
+        piece, hit = f.push(text[a:b])
+        out += piece
+        if hit:
+            break
+    if not hit:
+        out += f.flush()
+    expected = text.split(stop)[0]
+    assert out == expected
+    assert hit == (stop in text)
