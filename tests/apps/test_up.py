@@ -47,7 +47,7 @@ def test_up_serves_api_and_web_app_then_stops_on_sigterm() -> None:
         assert f"kaito chat --endpoint http://127.0.0.1:{api_port}" in banner
 
         models = httpx.get(f"http://127.0.0.1:{api_port}/v1/models", timeout=10).json()
-        assert models["data"] and models["data"][0]["id"]
+        assert [m["id"] for m in models["data"]] == ["smollm2-135m-instruct"], "the preset name clients use"
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=10).status_code == 200
         page = httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import httpx
@@ -23,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from pykaito.apps.history import data_dir
 from pykaito.cli.output import console, err_console
+from pykaito.cli.signals import sigterm_as_interrupt
 from pykaito.client.endpoint import DEFAULT_ENDPOINT, ENDPOINT_ENV, normalize_endpoint
 from pykaito.errors import EngineError, InputError
 
@@ -128,14 +125,9 @@ class RuntimeHandle:
     """The local inference server with llama.cpp, running in this process on a background thread."""
 
     def __init__(self, model: Path | None, port: int) -> None:
-        from pykaito.catalog.embedded import embedded_gguf_path
-        from pykaito.runtime.serve import llamacpp_engine, start_in_thread
-        from pykaito.runtime.settings import ServerSettings
+        from pykaito.runtime.serve import start_embedded
 
-        path = model if model is not None else embedded_gguf_path()
-        self._handle = start_in_thread(
-            llamacpp_engine(path), ServerSettings(host="127.0.0.1", port=port), timeout=600.0
-        )
+        self._handle = start_embedded(model=model, host="127.0.0.1", port=port, timeout=600.0)
         self.url = self._handle.url
 
     def model_id(self) -> str:
@@ -166,20 +158,6 @@ def start_runtime(model: Path | None, port: int) -> RuntimeHandle:
     ) as progress:
         progress.add_task(f"loading {label}…", total=None)
         return RuntimeHandle(model, port)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM stop the stack the same way Ctrl-C does."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def wait_forever(runtime: RuntimeHandle | None, ui: WebApp | None) -> None:

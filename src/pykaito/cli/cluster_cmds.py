@@ -10,13 +10,10 @@ import contextlib
 import datetime
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -25,6 +22,7 @@ from rich.table import Table
 from pykaito.api.loading import load_path, to_dict
 from pykaito.api.types import ConditionType
 from pykaito.cli.output import OutputFormat, console, emit, err_console
+from pykaito.cli.signals import sigterm_as_interrupt
 from pykaito.errors import ClusterError, InputError, PykaitoError
 
 if TYPE_CHECKING:  # the kubernetes client is imported by the commands that need it
@@ -335,20 +333,6 @@ def connect_command(
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     ui.wait(timeout=10)
     console.print("tunnel closed", style="dim")
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the command the way Ctrl-C does (the tunnel is closed cleanly)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def check_endpoint(url: str) -> str:

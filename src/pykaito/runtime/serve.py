@@ -253,7 +253,7 @@ def start_embedded(
     host: str = "127.0.0.1",
     port: int = 0,
     api_key: str | None = None,
-    parallel: int = 4,
+    parallel: int = 8,
     max_queue: int = 64,
     threads: int = 0,
     timeout: float = 120.0,
