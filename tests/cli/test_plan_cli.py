@@ -6,14 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pykaito.cli import main as cli_main
-from pykaito.cli import output
+from tests.cli.conftest import Kaito
 
 KAITO = Path(sys.executable).with_name("kaito")
 
@@ -44,35 +41,6 @@ data:
       max-model-len: 16384
       enable-prefix-caching: true
 """
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Kaito = Callable[..., Result]
-
-
-@pytest.fixture
-def kaito(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Kaito:
-    """Run the real ``kaito`` entry point in-process with a wide terminal."""
-    monkeypatch.setattr(output.console, "width", 200)
-    monkeypatch.setattr(output.err_console, "width", 200)
-
-    def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["kaito", *args])
-        code = 0
-        try:
-            cli_main.main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def test_plan_seed_json(kaito: Kaito) -> None:
