@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +15,3 @@ def runtime_url() -> Iterator[str]:
     handle = shared_runtime()
     yield handle.url
     stop_shared_runtime()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

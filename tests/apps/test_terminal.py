@@ -141,7 +141,7 @@ def test_pipe_mode_prints_one_reply(runtime_url: str) -> None:
 
 
 def test_pipe_mode_with_server_down_is_one_line(tmp_path: Path) -> None:
-    from tests.apps.conftest import free_port
+    from tests.netutil import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     result = subprocess.run(

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.conftest import free_port
+from tests.netutil import free_port
 
 KAITO = [sys.executable, "-m", "pykaito.cli.main"]
 

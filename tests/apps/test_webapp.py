@@ -11,8 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pykaito.apps.history import HistoryStore
-from tests.apps.conftest import free_port
 from tests.apps.standin import Behaviour, standin_server
+from tests.netutil import free_port
 
 WEBAPP = str(resources.files("pykaito.apps") / "webapp.py")
 EXAMPLE_APP = Path(__file__).parents[2] / "examples" / "phi4_chat_app.py"

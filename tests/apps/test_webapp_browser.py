@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from pykaito.apps.history import HistoryStore
-from tests.apps.conftest import free_port
 from tests.apps.standin import Behaviour, standin_server
+from tests.netutil import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 expect.set_options(timeout=60_000)  # two shared cores: a page can take a while

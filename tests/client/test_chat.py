@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,18 +17,13 @@ from pykaito.client.chat import (
 )
 from tests.apps.runtime import shared_runtime, stop_shared_runtime
 from tests.apps.standin import Behaviour, standin_server
+from tests.netutil import free_port
 
 
 @pytest.fixture(scope="session")
 def runtime_url() -> Iterator[str]:
     yield shared_runtime().url
     stop_shared_runtime()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.netutil import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECONFIG = os.environ.get("KAITO_E2E_KUBECONFIG", "")
@@ -71,12 +72,6 @@ def ensure_namespace(name: str) -> None:
     except client.ApiException as exc:
         if exc.status != 409:
             raise
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_cpu_workspace_becomes_ready_and_chats_through_connect(installed: None) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from pykaito.cli import main as cli_main
 from pykaito.cli import output
+from tests.netutil import free_port
 from tests.operator.cluster import ROOT, apply, call, live
 from tests.operator.kube_emulator import WORKSPACES, KubeEmulator
 
@@ -189,12 +190,6 @@ async def test_connect_refuses_a_workspace_that_is_not_ready(kube: KubeEmulator,
     assert f"workspace '{SEED}' is not ready: InferenceReady is False (ContainerOOMKilled" in result.err
     result = await kaito("connect", "nope")
     assert result.code == 2 and "workspace 'nope' not found" in result.err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
 import httpx
 
+from tests.netutil import free_port
 from tests.operator.cluster import apply, condition, eventually, example, live
 from tests.operator.kube_emulator import WORKSPACES, KubeEmulator
 
 SEED = "workspace-phi-4-mini-h100"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def review(obj: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:

@@ -16,17 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.netutil import free_port
+
 pytestmark = pytest.mark.slow
 
 KAITO = [sys.executable, "-m", "pykaito.cli.main"]
 RUNTIME = [sys.executable, "-m", "pykaito.runtime.entry"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -164,3 +159,15 @@ def test_token_ids_outside_the_vocabulary_do_not_kill_the_server(tmp_path: Path)
                 raise AssertionError(f"the server died on {path} {body}") from exc
             assert response.status_code == 400, response.text
         assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_engine_names_the_embedded_model_by_its_preset(tmp_path: Path) -> None:
+    """Every entry point serves the embedded GGUF as the preset clients know; other files by name."""
+    from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
+    from pykaito.runtime.serve import llamacpp_engine
+
+    assert llamacpp_engine(embedded_gguf_path()).model_name == EMBEDDED_PRESET
+    other = tmp_path / "my-model.gguf"
+    other.write_bytes(embedded_gguf_path().read_bytes()[:16])
+    assert llamacpp_engine(other).model_name == "my-model"
+    assert llamacpp_engine(embedded_gguf_path(), served_model_name="mine").model_name == "mine"

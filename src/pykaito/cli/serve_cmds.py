@@ -54,7 +54,7 @@ def serve(
 
     With no options it serves smollm2-135m-instruct, shipped with pykaito, on http://127.0.0.1:8080/v1.
     """
-    from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
+    from pykaito.catalog.embedded import embedded_gguf_path
     from pykaito.runtime.serve import llamacpp_engine
     from pykaito.runtime.serve import serve as run_server
     from pykaito.runtime.settings import ServerSettings
@@ -63,15 +63,10 @@ def serve(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if model is None:
-        path = embedded_gguf_path()
-        name = served_model_name or EMBEDDED_PRESET
-    else:
-        path = model.expanduser()
-        name = served_model_name or ""
+    path = embedded_gguf_path() if model is None else model.expanduser()
     engine = llamacpp_engine(
         path,
-        served_model_name=name,
+        served_model_name=served_model_name or "",
         max_queue=max_queue,
         parallel=parallel,
         threads=threads,
@@ -81,7 +76,7 @@ def serve(
         host=host,
         port=port,
         api_key=api_key or None,
-        served_model_name=name or None,
+        served_model_name=served_model_name or None,
         log_level="info" if verbose else "warning",
     )
 

@@ -116,8 +116,6 @@ def _run_llamacpp(args: argparse.Namespace) -> None:
 
     configure_logging(args.log_level)
     model = resolve_model(args.model)
-    if not args.served_model_name and model == embedded_gguf_path():
-        args.served_model_name = EMBEDDED_PRESET
     engine = llamacpp_engine(
         model,
         served_model_name=args.served_model_name,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from fastapi import FastAPI
 
-from pykaito.errors import EngineError, InputError
+from pykaito.errors import EngineError, InputError, PykaitoError
 from pykaito.runtime.app import create_app
 from pykaito.runtime.engine import Engine
 from pykaito.runtime.settings import ServerSettings
@@ -90,7 +90,11 @@ def llamacpp_engine(
     threads: int = 0,
     ctx_size: int = 0,
 ) -> LlamaCppEngine:
-    """The llama.cpp engine for a GGUF file, with the flags of ``kaito serve`` and ``pykaito-runtime``."""
+    """The llama.cpp engine for a GGUF file, with the flags of ``kaito serve`` and ``pykaito-runtime``.
+
+    With no ``served_model_name`` the embedded GGUF is served under its preset name
+    (``smollm2-135m-instruct``) and any other file under its file name.
+    """
     if not model.is_file():
         what = "is a directory" if model.is_dir() else "does not exist"
         raise InputError(f"model file {model} {what}: pass the path of a .gguf file with --model")
@@ -100,8 +104,11 @@ def llamacpp_engine(
         raise InputError(f"--max-queue must be 0 or more, got {max_queue}")
     if threads < 0 or ctx_size < 0:
         raise InputError("--threads and --ctx-size must be 0 (automatic) or more")
+    from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
     from pykaito.runtime.engines.llamacpp import LlamaCppEngine, LlamaCppSettings
 
+    if not served_model_name and _is_embedded(model, embedded_gguf_path):
+        served_model_name = EMBEDDED_PRESET
     return LlamaCppEngine(
         LlamaCppSettings(
             model_path=model,
@@ -112,6 +119,13 @@ def llamacpp_engine(
             served_model_name=served_model_name,
         )
     )
+
+
+def _is_embedded(model: Path, locate: Callable[[], Path]) -> bool:
+    try:
+        return model.resolve() == locate().resolve()
+    except PykaitoError:  # the embedded model package is not installed
+        return False
 
 
 def _config(app: FastAPI, settings: ServerSettings, port: int) -> uvicorn.Config:
@@ -259,13 +273,10 @@ def start_embedded(
     timeout: float = 120.0,
 ) -> ServerHandle:
     """The embedded SmolLM2 model (or another GGUF) served on a thread, ready to answer: for ``kaito up``."""
-    from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
+    from pykaito.catalog.embedded import embedded_gguf_path
 
     favour_decode_thread()
     path = model if model is not None else embedded_gguf_path()
-    name = EMBEDDED_PRESET if model is None else ""
-    engine = llamacpp_engine(
-        path, served_model_name=name, max_queue=max_queue, parallel=parallel, threads=threads
-    )
-    settings = ServerSettings(host=host, port=port, api_key=api_key, served_model_name=name or None)
+    engine = llamacpp_engine(path, max_queue=max_queue, parallel=parallel, threads=threads)
+    settings = ServerSettings(host=host, port=port, api_key=api_key)
     return start_in_thread(engine, settings, timeout=timeout)

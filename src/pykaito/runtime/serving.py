@@ -67,6 +67,7 @@ from pykaito.runtime.streaming import (
     EventStreamResponse,
     close_iterator,
     sse,
+    sse_chunk,
     until_disconnect,
 )
 
@@ -417,10 +418,8 @@ class OpenAIServing:
                 model=self.served_name,
                 choices=[] if choice is None else [choice],
                 usage=usage,
-            ).model_dump(mode="json")
-            if body.include_usage and usage is None:
-                data["usage"] = None
-            return sse(data)
+            )
+            return sse_chunk(data, null_usage=body.include_usage)
 
         try:
             yield chunk(ChatChunkChoice(delta=ChoiceDelta(role="assistant", content="")))
@@ -494,10 +493,8 @@ class OpenAIServing:
         def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
             data = Completion(
                 id=run.request_id, created=created, model=self.served_name, choices=choices, usage=usage
-            ).model_dump(mode="json")
-            if body.include_usage and usage is None:
-                data["usage"] = None
-            return sse(data)
+            )
+            return sse_chunk(data, null_usage=body.include_usage)
 
         try:
             offset = 0

@@ -28,10 +28,21 @@ class Disconnected(Exception):
     """The client went away before the reply was ready."""
 
 
-def sse(model: BaseModel | dict[str, Any]) -> bytes:
-    if isinstance(model, BaseModel):
-        return b"data: " + model.model_dump_json().encode() + b"\n\n"
-    return b"data: " + json.dumps(model, separators=(",", ":")).encode() + b"\n\n"
+def sse(data: dict[str, Any]) -> bytes:
+    """One server-sent event holding a JSON object (an error in the middle of a stream)."""
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def sse_chunk(model: BaseModel, *, null_usage: bool) -> bytes:
+    """One streamed chunk, serialised once. ``null_usage`` writes an absent usage as ``null``.
+
+    With ``stream_options.include_usage`` OpenAI sends ``"usage": null`` on every chunk but the
+    last; the chunk models leave ``usage`` out when it is None, so it is added here.
+    """
+    body = model.model_dump_json().encode()
+    if null_usage and getattr(model, "usage", None) is None:
+        body = body[:-1] + b',"usage":null}'
+    return b"data: " + body + b"\n\n"
 
 
 async def _wait_disconnect(receive: Receive) -> None:
