@@ -1,7 +1,8 @@
 """Serving benchmark: pykaito's llama.cpp server against llama-server and llama-cpp-python's server.
 
-All three serve the same GGUF with the same thread count, one after the other on 127.0.0.1,
-in one run, so the ratios compare like with like on this machine at this moment:
+All three serve the same GGUF with the same thread count on 127.0.0.1, started together and
+measured in turn within each round (the order rotates from round to round), so the ratios
+compare like with like on this machine at this moment:
 
     .venv/bin/python bench/serve_compare.py              # after bench/setup_llama_server.sh
     .venv/bin/python bench/serve_compare.py --servers pykaito,llama-server --rounds 3
@@ -43,7 +44,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
 LLAMA_SERVER = HERE / ".build" / "llama-server"
-SERVERS = ("pykaito", "llama-server", "llama-cpp-python")
+LLAMA_CPP_PYTHON = "llama-cpp-python"
+SERVERS = ("pykaito", "llama-server", LLAMA_CPP_PYTHON)
 
 TOPICS = (
     "a lighthouse keeper who finds a map",
@@ -388,42 +390,76 @@ async def mixed_ttft(
     }
 
 
-async def run_workloads(server: Running, args: argparse.Namespace) -> dict[str, Any]:
+async def prepare(client: httpx.AsyncClient, server: Running) -> tuple[str, bool]:
+    """The served model's name and whether the server reports usage while streaming (warms it up too)."""
+    models = (await client.get(server.url + "/v1/models")).json()
+    model = str(models["data"][0]["id"])
+    return model, await detect_usage(client, server.url, model)
+
+
+def paired_ratios(rounds: list[float], base: list[float]) -> list[float]:
+    """Round-by-round ratios of a server's tokens/s to the baseline's in the same round."""
+    return [a / b for a, b in zip(rounds, base, strict=False) if b > 0 and a == a]
+
+
+def median(values: list[float]) -> float:
+    return pct(values, 0.5)
+
+
+async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -> dict[str, Any]:
+    """Every round runs each concurrency on every server in turn (order rotated per round).
+
+    Interleaving puts the servers side by side under the same machine conditions; a shared
+    machine's speed drifts by more than the differences being measured, so servers run one
+    after the other for minutes would compare the drift, not the servers.
+    """
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+    names = list(servers)
     async with httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout), limits=limits) as client:
-        models = (await client.get(server.url + "/v1/models")).json()
-        model = models["data"][0]["id"]
-        usage = await detect_usage(client, server.url, model)
-        out: dict[str, Any] = {"usage_reported": usage, "throughput": {}}
-        for n in args.concurrency:
-            rounds = [
-                await throughput(
-                    client, server.url, model, n, args.max_tokens, f"{server.name}-c{n}-r{r}", usage
+        setup = {name: await prepare(client, servers[name]) for name in names}
+        rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
+            name: {n: [] for n in args.concurrency} for name in names
+        }
+        for r in range(args.rounds):
+            for n in args.concurrency:
+                shift = r % len(names)
+                for name in names[shift:] + names[:shift]:
+                    model, usage = setup[name]
+                    t = await throughput(
+                        client, servers[name].url, model, n, args.max_tokens, f"{name}-c{n}-r{r}", usage
+                    )
+                    rounds[name][n].append(t)
+                    print(
+                        f"  round {r + 1} {name:17s} c={n}: {t['tok_s']:7.1f} tok/s"
+                        f"  complete {t['complete']}/{n}"
+                        f"  ttft p50 {t['ttft_p50'] * 1000:6.0f} ms  itl p50 {t['itl_p50'] * 1000:5.1f} ms",
+                        flush=True,
+                    )
+        results: dict[str, Any] = {}
+        for name in names:
+            out: dict[str, Any] = {"usage_reported": setup[name][1], "throughput": {}}
+            for n in args.concurrency:
+                runs = rounds[name][n]
+                best = dict(max(runs, key=lambda x: x["tok_s"]))
+                best["rounds_tok_s"] = [x["tok_s"] for x in runs]
+                best["complete"] = min(x["complete"] for x in runs)
+                out["throughput"][str(n)] = best
+            out["peak_rss_after_throughput_mib"] = servers[name].peak_rss_mib()
+            results[name] = out
+        for name in names:
+            out = results[name]
+            if name in args.skip_mixed:
+                out["mixed"] = None
+            else:
+                model, usage = setup[name]
+                out["mixed"] = m = await mixed_ttft(client, servers[name].url, model, args, usage)
+                print(
+                    f"  {name:17s} short-prompt TTFT alone p50 {m['alone_p50'] * 1000:.0f} ms, "
+                    f"under load p95 {m['loaded_p95'] * 1000:.0f} ms ({m['ratio_p95_to_alone_p50']:.2f}x)",
+                    flush=True,
                 )
-                for r in range(args.rounds)
-            ]
-            best = max(rounds, key=lambda x: x["tok_s"])
-            best["rounds_tok_s"] = [x["tok_s"] for x in rounds]
-            best["complete"] = min(x["complete"] for x in rounds)
-            out["throughput"][str(n)] = best
-            print(
-                f"  {server.name:17s} c={n}: {best['tok_s']:7.1f} tok/s  complete {best['complete']}/{n}"
-                f"  ttft p50 {best['ttft_p50'] * 1000:6.0f} ms  itl p50 {best['itl_p50'] * 1000:5.1f} ms",
-                flush=True,
-            )
-        out["peak_rss_after_throughput_mib"] = server.peak_rss_mib()
-        if server.name in args.skip_mixed:
-            out["mixed"] = None
-        else:
-            out["mixed"] = await mixed_ttft(client, server.url, model, args, usage)
-            m = out["mixed"]
-            print(
-                f"  {server.name:17s} short-prompt TTFT alone p50 {m['alone_p50'] * 1000:.0f} ms, "
-                f"under load p95 {m['loaded_p95'] * 1000:.0f} ms ({m['ratio_p95_to_alone_p50']:.2f}x)",
-                flush=True,
-            )
-        out["peak_rss_mib"] = server.peak_rss_mib()
-    return out
+            out["peak_rss_mib"] = servers[name].peak_rss_mib()
+    return results
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -441,14 +477,26 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def paired_median(results: dict[str, Any], name: str, base: str, n: str) -> float:
+    """Median over rounds of name's tokens/s over base's in the same round (NaN if one is missing)."""
+    ours = results.get(name, {}).get("throughput", {}).get(n, {}).get("rounds_tok_s")
+    theirs = results.get(base, {}).get("throughput", {}).get(n, {}).get("rounds_tok_s")
+    if not ours or not theirs:
+        return float("nan")
+    return median(paired_ratios(ours, theirs))
+
+
 def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         f"# Serving benchmark {meta['date']}",
         "",
         f"Model `{meta['model']}`, {meta['threads']} threads, --parallel {meta['parallel']}, "
         f"context {meta['ctx']} tokens, {meta['max_tokens']} output tokens per request at temperature 0, "
-        f"best of {meta['rounds']} rounds. Machine: {meta['machine']}. Timings on a shared machine vary "
-        "run to run: compare within one run only.",
+        f"{meta['rounds']} rounds; in each round every server runs each workload in turn (order rotated). "
+        'tok/s and latencies are from each server\'s best round; "vs llama-server" is the median over '
+        "rounds of the ratio within a round. "
+        f"Machine: {meta['machine']}. Timings on a shared machine vary run to run: "
+        "compare within one run only.",
         "",
         "| server | streams | complete | total tok/s | vs llama-server "
         "| TTFT p50 ms | TTFT p95 ms | ITL p50 ms |",
@@ -460,9 +508,9 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
             lines.append(f"| {name} | failed: {res['error']} | | | | | | |")
             continue
         for n, t in res["throughput"].items():
-            b = base.get(n, {}).get("tok_s")
+            r = paired_median(results, name, "llama-server", n)
             lines.append(
-                f"| {name} | {n} | {t['complete']}/{n} | {fmt(t['tok_s'])} | {ratio(t['tok_s'], b)} | "
+                f"| {name} | {n} | {t['complete']}/{n} | {fmt(t['tok_s'])} | {fmt(r, 2)}x | "
                 f"{fmt(t['ttft_p50'], 0, 1000)} | {fmt(t['ttft_p95'], 0, 1000)} "
                 f"| {fmt(t['itl_p50'], 1, 1000)} |"
             )
@@ -490,33 +538,21 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     ours = results.get("pykaito", {})
     if "throughput" in ours and base:
         t = ours["throughput"]
-        lcp = results.get("llama-cpp-python", {}).get("throughput", {})
+
+        def vs(base: str, n: str) -> float:
+            return paired_median(results, "pykaito", base, n)
+
         targets = [
-            (
-                "single stream >= 0.9x llama-server",
-                t.get("1", {}).get("tok_s"),
-                base.get("1", {}).get("tok_s"),
-                0.9,
-            ),
-            (
-                "8 streams >= 1.0x llama-server",
-                t.get("8", {}).get("tok_s"),
-                base.get("8", {}).get("tok_s"),
-                1.0,
-            ),
-            (
-                "8 streams >= 2x llama-cpp-python",
-                t.get("8", {}).get("tok_s"),
-                lcp.get("8", {}).get("tok_s"),
-                2.0,
-            ),
+            ("single stream >= 0.9x llama-server", vs("llama-server", "1"), 0.9),
+            ("8 streams >= 1.0x llama-server", vs("llama-server", "8"), 1.0),
+            ("8 streams >= 2x llama-cpp-python", vs(LLAMA_CPP_PYTHON, "8"), 2.0),
         ]
         lines += ["", "Targets:", ""]
-        for label, a, b, goal in targets:
-            if a is None or b is None:
+        for label, r, goal in targets:
+            if r != r:
                 lines.append(f"- {label}: n/a")
             else:
-                lines.append(f"- {label}: {a / b:.2f}x ({'met' if a / b >= goal else 'missed'})")
+                lines.append(f"- {label}: {r:.2f}x ({'met' if r >= goal else 'missed'})")
         m = ours.get("mixed")
         if m:
             r = m["ratio_p95_to_alone_p50"]
@@ -541,18 +577,21 @@ def main_bench(args: argparse.Namespace) -> int:
     log_dir = results_dir / f"{stamp}-logs"
     log_dir.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
-    for name in args.servers:
-        if name == "llama-server" and not Path(args.llama_server).is_file():
-            results[name] = {"error": f"{args.llama_server} is missing: run bench/setup_llama_server.sh"}
-            print(f"{name}: skipped ({results[name]['error']})", flush=True)
-            continue
-        print(f"{name}: starting", flush=True)
-        try:
-            with running_server(name, args, log_dir) as server:
-                results[name] = asyncio.run(run_workloads(server, args))
-        except Exception as exc:  # a failing server is a row in the report, not the end of the run
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name}: failed: {exc}", flush=True)
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Running] = {}
+        for name in args.servers:
+            if name == "llama-server" and not Path(args.llama_server).is_file():
+                results[name] = {"error": f"{args.llama_server} is missing: run bench/setup_llama_server.sh"}
+                print(f"{name}: skipped ({results[name]['error']})", flush=True)
+                continue
+            print(f"{name}: starting", flush=True)
+            try:
+                servers[name] = stack.enter_context(running_server(name, args, log_dir))
+            except Exception as exc:  # a failing server is a row in the report, not the end of the run
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"{name}: failed: {exc}", flush=True)
+        if servers:
+            results.update(asyncio.run(run_workloads(servers, args)))
     meta = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "model": args.model.name,
@@ -606,7 +645,7 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=8 * 2048, help="context of all slots together")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--probes", type=int, default=6)
     parser.add_argument("--background-tokens", type=int, default=400)
     parser.add_argument("--background-wait", type=float, default=60.0)

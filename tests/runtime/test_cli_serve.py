@@ -171,3 +171,38 @@ def test_engine_names_the_embedded_model_by_its_preset(tmp_path: Path) -> None:
     other.write_bytes(embedded_gguf_path().read_bytes()[:16])
     assert llamacpp_engine(other).model_name == "my-model"
     assert llamacpp_engine(embedded_gguf_path(), served_model_name="mine").model_name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "cached"),
+    [
+        pytest.param(["kaito", "serve"], True, id="kaito-serve"),
+        pytest.param(["kaito", "serve", "--no-prefix-cache"], False, id="kaito-serve-off"),
+        pytest.param(["pykaito-runtime", "llamacpp", "--model", "embedded"], True, id="runtime"),
+        pytest.param(
+            ["pykaito-runtime", "llamacpp", "--model", "embedded", "--no-prefix-cache"],
+            False,
+            id="runtime-off",
+        ),
+    ],
+)
+def test_prefix_caching_can_be_turned_off(
+    argv: list[str], cached: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both entry points hand the flag to the engine (the server itself is not started here)."""
+    from pykaito.cli import main as cli_main
+    from pykaito.runtime import entry
+    from pykaito.runtime import serve as serve_module
+    from pykaito.runtime.engines.llamacpp import LlamaCppEngine
+
+    engines: list[LlamaCppEngine] = []
+    monkeypatch.setattr(serve_module, "serve", lambda engine, *_, **__: engines.append(engine))
+    monkeypatch.setattr(sys, "argv", argv)
+    if argv[0] == "kaito":
+        with pytest.raises(SystemExit) as exited:
+            cli_main.main()
+        assert exited.value.code in (0, None)
+    else:
+        entry.main(argv[1:])
+    [engine] = engines
+    assert engine.settings.prefix_cache is cached

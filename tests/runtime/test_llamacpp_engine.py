@@ -7,6 +7,7 @@ finish reasons; where a text is compared, both runs have the same batch shape.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +16,7 @@ import pytest
 
 from pykaito.errors import PromptTooLongError, QueueFullError
 from pykaito.runtime.engine import ChatMessage, Delta, GenerationRequest, SamplingParams
+from pykaito.runtime.engines import llamacpp, llamacpp_native
 from pykaito.runtime.engines.llamacpp import LlamaCppEngine
 from pykaito.runtime.grammar import json_object_grammar, json_schema_grammar
 from tests.runtime.engine_fixture import MAX_RUNNING, MAX_WAITING, N_CTX, engine
@@ -154,23 +156,92 @@ async def test_closing_the_stream_frees_the_slot(engine: LlamaCppEngine) -> None
 
 async def test_a_sequence_moved_to_a_lower_slot_keeps_its_context(engine: LlamaCppEngine) -> None:
     # two identical greedy streams share every decode step, so they produce the same tokens;
-    # when the stream in slot 0 is closed, the twin in the highest slot moves down into it,
-    # and only a faithful copy of its KV cache keeps it in step with the other twin
-    filler = engine.generate(
-        GenerationRequest("filler", chat(engine, "Hello"), SamplingParams(max_tokens=400))
-    )
-    await anext(filler)
-    twin_prompt = chat(engine, "Explain in detail how bread is made.")
+    # when a filler between them and another filler closes, the twin in the highest slot moves
+    # down into the hole, and only a faithful copy of its KV cache keeps it in step with the
+    # other twin. Plain-text prompts share no cached prefix, so slots are handed out lowest first.
+    long = SamplingParams(max_tokens=400)
+    fillers = [
+        engine.generate(GenerationRequest(f"filler{i}", engine.tokenize(f"Filler {i}: hello"), long))
+        for i in range(2)
+    ]
+    for filler in fillers:
+        await anext(filler)
+    twin_prompt = engine.tokenize("Explain in detail how bread is made, step by step:")
     params = SamplingParams(max_tokens=24, temperature=0.0)
     streams = [engine.generate(GenerationRequest(f"twin{i}", twin_prompt, params)) for i in range(2)]
     firsts = [await anext(s) for s in streams]
+    slots = [stream._seq.slot for stream in [*fillers, *streams]]  # type: ignore[attr-defined]
+    assert slots == [0, 1, 2, 3]
     moves = engine.moves
-    await filler.aclose()  # type: ignore[attr-defined]
+    await fillers[1].aclose()  # type: ignore[attr-defined]
     rests = await asyncio.gather(*(drain(s) for s in streams))
+    await fillers[0].aclose()  # type: ignore[attr-defined]
     assert engine.moves == moves + 1
     outputs = [ids([first, *rest]) for first, rest in zip(firsts, rests, strict=True)]
     assert len(outputs[0]) == 24 or rests[0][-1].finish_reason == "stop"
     assert outputs[0] == outputs[1]
+
+
+async def test_a_repeated_prompt_reuses_the_cached_prefix(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, "Name three colours of the rainbow.")
+    params = SamplingParams(max_tokens=12, temperature=0.0)
+    first = await collect(engine, prompt, params, "cold")
+    again = await collect(engine, prompt, params, "warm")
+    assert again[0].cached_tokens == len(prompt) - 1
+    assert all(d.cached_tokens == 0 for d in again[1:])
+    assert first[0].cached_tokens < len(prompt) - 1
+    # the cached keys and values are the ones the first request computed: same greedy tokens
+    assert ids(again) == ids(first)
+
+
+@pytest.mark.parametrize(
+    ("change", "plain"),
+    [
+        ({}, True),
+        ({"temperature": 0.7}, False),
+        ({"grammar": 'root ::= "a"'}, False),
+        ({"repetition_penalty": 1.1}, False),
+        ({"frequency_penalty": 0.5}, False),
+        ({"presence_penalty": 0.5}, False),
+        ({"top_k": 5, "seed": 3}, True),  # no effect at temperature 0
+    ],
+)
+def test_which_requests_skip_the_native_sampler(change: dict[str, object], plain: bool) -> None:
+    params = dataclasses.replace(GREEDY, **change)  # type: ignore[arg-type]
+    assert llamacpp_native.is_plain_greedy(params) is plain
+
+
+async def test_greedy_argmax_picks_what_the_native_sampler_picks(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = [chat(engine, q) for q in ("List five fruits.", "Why is the sky blue?", "Describe a cat.")]
+    params = SamplingParams(max_tokens=24, temperature=0.0)
+
+    async def run(tag: str) -> list[list[int]]:
+        runs = [collect(engine, p, params, f"{tag}{i}") for i, p in enumerate(prompts)]
+        return [ids(deltas) for deltas in await asyncio.gather(*runs)]
+
+    assert llamacpp_native.is_plain_greedy(params)
+    fast = await run("argmax")
+    monkeypatch.setattr(llamacpp, "is_plain_greedy", lambda _: False)
+    assert await run("sampler") == fast
+
+
+async def test_the_next_chat_turn_starts_from_the_cached_conversation(engine: LlamaCppEngine) -> None:
+    question = "What is the capital of France?"
+    turn1 = chat(engine, question)
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    reply = await collect(engine, turn1, params, "turn1")
+    messages = [
+        ChatMessage("user", question),
+        ChatMessage("assistant", text(reply)),
+        ChatMessage("user", "And of Italy?"),
+    ]
+    turn2 = engine.tokenize(engine.render_chat(messages))
+    answer = await collect(engine, turn2, params, "turn2")
+    # the whole first prompt at least (the reply may re-tokenise differently) came from the cache
+    assert answer[0].cached_tokens >= len(turn1)
+    assert answer[-1].finish_reason in ("stop", "length")
 
 
 async def test_cancelled_consumer_frees_the_slot(engine: LlamaCppEngine) -> None:

@@ -120,6 +120,30 @@ def test_chat_with_exact_usage(client: openai.OpenAI, http: httpx.Client) -> Non
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+def test_a_repeated_conversation_reports_its_cached_prompt_tokens(
+    client: openai.OpenAI, http: httpx.Client
+) -> None:
+    messages = [{"role": "user", "content": "Say something about the sea, please."}]
+    before = http.get("/metrics").text
+    hits = metric(before, "vllm:prefix_cache_hits_total", 0.0)
+    queries = metric(before, "vllm:prefix_cache_queries_total", 0.0)
+    replies = [
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4, temperature=0)
+        for _ in range(2)
+    ]
+    usage = replies[1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    # everything but the last prompt token (its logits give the first new token) was cached
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    assert replies[1].choices[0].message.content == replies[0].choices[0].message.content
+    after = http.get("/metrics").text
+    assert metric(after, "vllm:prefix_cache_queries_total") == queries + 2 * usage.prompt_tokens
+    first = replies[0].usage
+    assert first is not None
+    first_cached = first.prompt_tokens_details.cached_tokens if first.prompt_tokens_details else 0
+    assert metric(after, "vllm:prefix_cache_hits_total") == hits + first_cached + usage.prompt_tokens - 1
+
+
 def test_chat_stream_with_usage(client: openai.OpenAI, http: httpx.Client) -> None:
     chunks = list(
         client.chat.completions.create(

@@ -48,19 +48,116 @@ def test_admit_fills_lowest_free_slots_and_keeps_the_rest_waiting() -> None:
     assert (s.running, s.waiting) == (2, 1)
 
 
-def test_released_slot_is_cleared_before_reuse() -> None:
+def test_a_released_slot_is_trimmed_for_its_next_sequence() -> None:
     s = make(max_running=2, max_waiting=4)
-    a, b, c = seq(3, "a"), seq(3, "b"), seq(3, "c")
+    a, b, c = seq(3, "a"), seq(3, "b"), SequenceState("c", [7, 8, 9], None)
     for q in (a, b, c):
         s.submit(q)
     s.admit(lambda _: None)
-    cleared: list[int] = []
     s.finish(a)
     assert s.running == 1
-    admitted = s.admit(lambda q: cleared.append(q.slot))
-    assert cleared == [0]
+    released: list[str] = []
+    prepared: list[tuple[str, int, int]] = []
+    admitted = s.admit(
+        lambda q: released.append(q.request_id),
+        None,
+        lambda q: prepared.append((q.request_id, q.slot, q.n_past)),
+    )
+    assert released == ["a"]
     assert admitted == [c]
-    assert c.slot == 0
+    # nothing of c's prompt is cached in slot 0, so all of the slot's cache goes
+    assert prepared == [("c", 0, 0)]
+
+
+def finish_after(s: Scheduler[None], q: SequenceState[None], generated: list[int]) -> None:
+    """Run ``q`` through its prompt and ``generated`` (the last one sampled, not fed back), then finish it."""
+    q.n_past = len(q.prompt)
+    for token in generated[:-1]:
+        q.feed(token)
+        q.n_past += 1
+    q.feed(generated[-1])
+    s.finish(q)
+
+
+def test_a_new_prompt_starts_after_the_prefix_its_slot_has_cached() -> None:
+    s = make(max_running=2, max_waiting=4)
+    first = SequenceState("first", [1, 2, 3, 4], None)
+    s.submit(first)
+    s.admit(lambda _: None)
+    finish_after(s, first, [50, 51, 52])  # the KV cache holds 1 2 3 4 50 51
+    turn2 = SequenceState("turn2", [1, 2, 3, 4, 50, 51, 60, 61], None)
+    s.submit(turn2)
+    prepared: list[int] = []
+    s.admit(lambda _: None, None, lambda q: prepared.append(q.n_past))
+    assert (turn2.slot, turn2.n_past, turn2.cached) == (0, 6, 6)
+    assert prepared == [6]
+    # only the new tokens are planned
+    [entry] = s.plan()
+    assert (list(entry.tokens), entry.start_pos, entry.wants_logits) == ([60, 61], 6, True)
+
+
+def test_the_last_prompt_token_is_always_computed() -> None:
+    s = make()
+    first = SequenceState("first", [1, 2, 3, 4], None)
+    s.submit(first)
+    s.admit(lambda _: None)
+    finish_after(s, first, [9])
+    again = SequenceState("again", [1, 2, 3, 4], None)
+    s.submit(again)
+    s.admit(lambda _: None)
+    assert again.n_past == 3
+    [entry] = s.plan()
+    assert (list(entry.tokens), entry.wants_logits) == ([4], True)
+
+
+def test_a_sequence_cancelled_mid_prompt_caches_what_was_computed() -> None:
+    s = make()
+    a = SequenceState("a", list(range(10, 30)), None)
+    s.submit(a)
+    s.admit(lambda _: None)
+    a.n_past = 5  # one chunk of the prompt went through
+    s.cancel(a)
+    s.admit(lambda _: None)
+    assert s.cached_tokens(0) == [10, 11, 12, 13, 14]
+    b = SequenceState("b", list(range(10, 30)), None)
+    s.submit(b)
+    s.admit(lambda _: None)
+    assert b.n_past == 5
+
+
+def test_the_lowest_free_slot_wins_unless_another_caches_much_more() -> None:
+    s = make(max_running=3, max_waiting=3)
+    prompts = {"x": [1, 2] + [0] * 30, "y": [1, 2, 3] + [5] * 30, "z": [1] + [6] * 30}
+    seqs = {k: SequenceState(k, v, None) for k, v in prompts.items()}
+    for q in seqs.values():
+        s.submit(q)
+    s.admit(lambda _: None)
+    for q in seqs.values():
+        finish_after(s, q, [99])
+    s.admit(lambda _: None)
+    assert [s.cached_tokens(slot)[:3] for slot in range(3)] == [[1, 2, 0], [1, 2, 3], [1, 6, 6]]
+    # slot 1 shares 3 tokens, slot 0 (the lowest) 2: not worth a hole, slot 0 it is
+    near = SequenceState("near", [1, 2, 3, 7, 7], None)
+    s.submit(near)
+    s.admit(lambda _: None)
+    assert (near.slot, near.n_past) == (0, 2)
+    # slot 2 shares 31 tokens, 30 more than slot 1 (now the lowest free): worth it
+    far = SequenceState("far", [1] + [6] * 30 + [8], None)
+    s.submit(far)
+    s.admit(lambda _: None)
+    assert (far.slot, far.n_past) == (2, 31)
+
+
+def test_prefix_caching_off_never_reuses() -> None:
+    s = Scheduler[None](max_running=2, max_waiting=2, prompt_chunk=8, batch_size=16, prefix_cache=False)
+    first = SequenceState("first", [1, 2, 3, 4], None)
+    s.submit(first)
+    s.admit(lambda _: None)
+    finish_after(s, first, [9])
+    again = SequenceState("again", [1, 2, 3, 4], None)
+    s.submit(again)
+    s.admit(lambda _: None)
+    assert (again.slot, again.n_past, again.cached) == (0, 0, 0)
 
 
 def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
@@ -69,11 +166,13 @@ def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
     for q in (a, b, c):
         s.submit(q)
     s.admit(lambda _: None)
-    s.finish(a)
+    s.finish(b)
     moves: list[tuple[str, int, int]] = []
     s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, q.slot, slot)))
-    assert moves == [("c", 2, 0)]
-    assert (a.slot, b.slot, c.slot) == (-1, 1, 0)
+    assert moves == [("c", 2, 1)]
+    assert (a.slot, b.slot, c.slot) == (0, -1, 1)
+    # the move overwrote slot 1's cache and emptied slot 2's
+    assert s.cached_tokens(1) == [] and s.cached_tokens(2) == []
     # contiguous now: nothing more to move, and the freed top slot is the one handed out next
     s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, q.slot, slot)))
     assert len(moves) == 1
@@ -81,6 +180,19 @@ def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
     s.submit(d)
     s.admit(lambda _: None)
     assert d.slot == 2
+
+
+def test_contiguous_running_slots_are_not_moved() -> None:
+    s = make(max_running=3, max_waiting=3)
+    a, b, c = seq(2, "a"), seq(2, "b"), seq(2, "c")
+    for q in (a, b, c):
+        s.submit(q)
+    s.admit(lambda _: None)
+    s.finish(a)  # 1 and 2 still run side by side: one micro-batch already
+    moves: list[str] = []
+    s.admit(lambda _: None, lambda q, slot: moves.append(q.request_id))
+    assert moves == []
+    assert (b.slot, c.slot) == (1, 2)
 
 
 def test_cancel_running_is_visible_at_once_and_frees_the_slot_later() -> None:

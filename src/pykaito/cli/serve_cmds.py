@@ -48,6 +48,13 @@ def serve(
     ctx_size: Annotated[
         int, typer.Option(help="KV-cache tokens shared by all parallel requests; 0 gives 2048 per request.")
     ] = 0,
+    prefix_cache: Annotated[
+        bool,
+        typer.Option(
+            "--prefix-cache/--no-prefix-cache",
+            help="Reuse a finished request's KV cache for a prompt that starts the same way.",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
 ) -> None:
     """Serve a model with an OpenAI-compatible API (chat, completions, streaming, /metrics).
@@ -71,6 +78,7 @@ def serve(
         parallel=parallel,
         threads=threads,
         ctx_size=ctx_size,
+        prefix_cache=prefix_cache,
     )
     settings = ServerSettings(
         host=host,

@@ -54,6 +54,7 @@ class Delta:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
+    cached_tokens: int = 0  # on a request's first delta: prompt tokens served from the prefix cache
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         help="KV-cache tokens shared by all sequences (0: 2048 per sequence)",
     )
     llama.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="compute every prompt in full instead of reusing a cached prefix",
+    )
+    llama.add_argument(
         "--api-key", default=None, help=f"require this key (Authorization: Bearer); default: ${API_KEY_ENV}"
     )
     llama.add_argument("--max-body-bytes", type=int, default=ServerSettings.max_body_bytes)
@@ -123,6 +129,7 @@ def _run_llamacpp(args: argparse.Namespace) -> None:
         parallel=args.parallel,
         threads=args.threads,
         ctx_size=args.ctx_size,
+        prefix_cache=args.prefix_cache,
     )
     settings = ServerSettings(
         host=args.host,

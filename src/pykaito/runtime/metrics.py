@@ -82,6 +82,18 @@ class ServerMetrics:
         self.generation_tokens = Counter(
             "vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=r
         )
+        self.prefix_cache_queries = Counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            labels,
+            registry=r,
+        )
+        self.prefix_cache_hits = Counter(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            labels,
+            registry=r,
+        )
         self.request_success = Counter(
             "vllm:request_success",
             "Count of finished requests, by finish reason.",
@@ -136,6 +148,7 @@ class RequestTimer:
         metrics: ServerMetrics,
         prompt_tokens: int,
         *,
+        cached_tokens: int = 0,
         start: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -146,9 +159,12 @@ class RequestTimer:
         self.first_token_at: float | None = None
         self._last = self.start
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens
         self.generated = 0
         self.finished = False
         metrics.prompt_tokens.labels(self._label).inc(prompt_tokens)
+        metrics.prefix_cache_queries.labels(self._label).inc(prompt_tokens)
+        metrics.prefix_cache_hits.labels(self._label).inc(cached_tokens)
         metrics.request_prompt_tokens.labels(self._label).observe(prompt_tokens)
 
     def tokens(self, count: int) -> None:

@@ -256,10 +256,16 @@ class ChatLogprobs(_Response):
     content: list[TokenLogprobOut]
 
 
+class PromptTokensDetails(_Response):
+    cached_tokens: int  # prompt tokens whose keys and values came from the prefix cache
+
+
 class Usage(_Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # present when part of the prompt came from the prefix cache
+    prompt_tokens_details: PromptTokensDetails | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 FinishReasonOut = Literal["stop", "length"]

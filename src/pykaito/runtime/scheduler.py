@@ -20,9 +20,13 @@ Callers on other threads only ``submit`` and ``cancel``. Rules:
   prompt tokens, handed to the prefilling sequences with the fewest prompt tokens left
   first, so a long prompt never stalls the running streams for more than one chunk and a
   short prompt is not queued behind a long one;
-- a slot is reused only after its KV cache was cleared (``admit`` calls ``release`` first);
-- holes are closed: when a sequence in the middle finishes and nobody waits, the one in the
-  highest slot moves down, so one decode step stays one micro-batch.
+- prefix caching: a finished sequence leaves its tokens in its slot's KV cache; a new sequence
+  takes the free slot whose cached tokens share the longest prefix with its prompt and starts
+  after that prefix (``prepare`` trims the rest of the slot's cache). The lowest free slot is
+  left for another only when that saves at least ``MIN_PREFIX_GAIN`` more tokens, and at least
+  one prompt token is always computed, since its logits give the first new token;
+- holes are closed: when a sequence between others finishes and nobody takes its slot, the
+  one in the highest slot moves down into it, so one decode step stays one micro-batch.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from pykaito.errors import QueueFullError
 
 T = TypeVar("T")
 
+MIN_PREFIX_GAIN = 16  # tokens of extra cached prefix worth leaving the running slots with a hole
+
 _arrivals = itertools.count()
 
 
@@ -54,6 +60,20 @@ class SequenceState(Generic[T]):
     next_token: int | None = None  # sampled but not yet fed back
     cancelled: bool = False
     arrival: int = field(default_factory=lambda: next(_arrivals))
+    generated: list[int] = field(default_factory=list)  # tokens sampled so far, in order
+    cached: int = 0  # prompt tokens found in the slot's KV cache at admission
+
+    def feed(self, token: int) -> None:
+        """``token`` was sampled and goes into the next decode step."""
+        self.next_token = token
+        self.generated.append(token)
+
+    def tokens_in_cache(self) -> list[int]:
+        """The tokens whose keys and values this sequence's slot holds (the first ``n_past``)."""
+        n_prompt = len(self.prompt)
+        if self.n_past <= n_prompt:
+            return list(self.prompt[: self.n_past])
+        return [*self.prompt, *self.generated[: self.n_past - n_prompt]]
 
     @property
     def prompt_left(self) -> int:
@@ -77,7 +97,15 @@ class StepEntry(Generic[T]):
 class Scheduler(Generic[T]):
     """Thread-safe admission and step planning for up to ``max_running`` sequences."""
 
-    def __init__(self, *, max_running: int, max_waiting: int, prompt_chunk: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_running: int,
+        max_waiting: int,
+        prompt_chunk: int,
+        batch_size: int,
+        prefix_cache: bool = True,
+    ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
         if max_waiting < 0:
@@ -90,6 +118,8 @@ class Scheduler(Generic[T]):
         self.max_waiting = max_waiting
         self.prompt_chunk = max(1, min(prompt_chunk, batch_size - max_running))
         self.batch_size = batch_size
+        self.prefix_cache = prefix_cache
+        self._cache: dict[int, list[int]] = {}  # free slot -> the tokens its KV cache still holds
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._waiting: deque[SequenceState[T]] = deque()
@@ -179,12 +209,17 @@ class Scheduler(Generic[T]):
         self,
         release: Callable[[SequenceState[T]], None],
         move: Callable[[SequenceState[T], int], None] | None = None,
+        prepare: Callable[[SequenceState[T]], None] | None = None,
     ) -> list[SequenceState[T]]:
-        """Release finished sequences (``release`` clears their KV cache), then fill free slots.
+        """Release finished sequences, then fill free slots.
 
-        With ``move`` and nobody waiting, a hole left by a finished sequence is closed: the
-        sequence in the highest slot moves to the lowest free one (``move`` copies its KV
-        cache there), one per call, so the running slots become contiguous again.
+        ``release`` frees a finished sequence's resources; with prefix caching off it also
+        clears its KV cache. A newly admitted sequence has its slot and ``n_past`` (the prompt
+        tokens already cached there) set, and ``prepare`` removes whatever else the slot's KV
+        cache holds from position ``n_past`` on. With ``move`` and nobody waiting, a hole left
+        by a finished sequence is closed: the sequence in the highest slot moves to the lowest
+        slot between running ones (``move`` copies its KV cache there and clears the old
+        slot), one per call.
         """
         with self._lock:
             released, self._released = self._released, []
@@ -195,22 +230,68 @@ class Scheduler(Generic[T]):
             for seq in released:
                 if seq.slot >= 0:
                     heapq.heappush(self._free, seq.slot)
+                    self._cache[seq.slot] = seq.tokens_in_cache() if self.prefix_cache else []
                     seq.slot = -1
             while self._waiting and self._free:
                 seq = self._waiting.popleft()
-                seq.slot = heapq.heappop(self._free)
-                self._running[seq.slot] = seq
+                slot, reuse = self._pick_slot(seq.prompt)
+                self._free.remove(slot)
+                heapq.heapify(self._free)
+                self._cache.pop(slot, None)
+                seq.slot, seq.n_past, seq.cached = slot, reuse, reuse
+                self._running[slot] = seq
                 admitted.append(seq)
-            if move is not None and self._running and self._free:
+            low = self._hole() if move is not None else None
+            if move is not None and low is not None:
                 top = max(self._running)
-                if self._free[0] < top:
-                    low = heapq.heappop(self._free)
-                    seq = self._running.pop(top)
-                    move(seq, low)
-                    seq.slot = low
-                    self._running[low] = seq
-                    heapq.heappush(self._free, top)
+                self._free.remove(low)
+                heapq.heapify(self._free)
+                seq = self._running.pop(top)
+                move(seq, low)
+                self._cache.pop(low, None)
+                self._cache[top] = []
+                seq.slot = low
+                self._running[low] = seq
+                heapq.heappush(self._free, top)
+        if prepare is not None:
+            for seq in admitted:
+                prepare(seq)
         return admitted
+
+    def _hole(self) -> int | None:
+        """The lowest free slot between running ones, if the running slots are not contiguous."""
+        if not self._running:
+            return None
+        bottom, top = min(self._running), max(self._running)
+        if top - bottom + 1 == len(self._running):
+            return None
+        return min(slot for slot in self._free if bottom < slot < top)
+
+    def cached_tokens(self, slot: int) -> list[int]:
+        """What the KV cache of a free slot holds (empty for a running or never used slot)."""
+        with self._lock:
+            return list(self._cache.get(slot, ()))
+
+    def _pick_slot(self, prompt: Sequence[int]) -> tuple[int, int]:
+        """The free slot for ``prompt`` and how many of its tokens that slot has cached already."""
+        lowest = self._free[0]
+        best, best_reuse = lowest, self._reusable(lowest, prompt)
+        threshold = best_reuse + MIN_PREFIX_GAIN
+        for slot in sorted(self._free):
+            reuse = self._reusable(slot, prompt)
+            if reuse >= threshold and reuse > best_reuse:
+                best, best_reuse = slot, reuse
+        return best, best_reuse
+
+    def _reusable(self, slot: int, prompt: Sequence[int]) -> int:
+        cached = self._cache.get(slot)
+        if not cached:
+            return 0
+        limit = min(len(cached), len(prompt) - 1)  # the last prompt token is always computed
+        n = 0
+        while n < limit and cached[n] == prompt[n]:
+            n += 1
+        return n
 
     def plan(self) -> list[StepEntry[T]]:
         """The next decode step: one token per decoding sequence, then a share of prompt tokens."""

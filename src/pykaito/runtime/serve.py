@@ -89,6 +89,7 @@ def llamacpp_engine(
     parallel: int = 8,
     threads: int = 0,
     ctx_size: int = 0,
+    prefix_cache: bool = True,
 ) -> LlamaCppEngine:
     """The llama.cpp engine for a GGUF file, with the flags of ``kaito serve`` and ``pykaito-runtime``.
 
@@ -117,6 +118,7 @@ def llamacpp_engine(
             max_waiting=max_queue,
             threads=threads,
             served_model_name=served_model_name,
+            prefix_cache=prefix_cache,
         )
     )
 

@@ -51,6 +51,7 @@ from pykaito.runtime.protocol import (
     JsonSchemaFormat,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     ResponseFormat,
     TokenizeRequest,
     TokenizeResponse,
@@ -131,7 +132,13 @@ class _Run:
 
     def usage(self) -> Usage:
         prompt, completion = self.timer.prompt_tokens, self.timer.generated
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+        cached = self.timer.cached_tokens
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached) if cached else None,
+        )
 
 
 def _chat_logprobs(items: Sequence[TokenLogprob]) -> ChatLogprobs:
@@ -352,7 +359,7 @@ class OpenAIServing:
         except BaseException:
             await close_iterator(iterator)
             raise
-        timer = RequestTimer(self.metrics, len(prompt), start=arrival)
+        timer = RequestTimer(self.metrics, len(prompt), cached_tokens=first.cached_tokens, start=arrival)
         return _Run(request_id, kind, iterator, first, timer)
 
     async def _collect(self, run: _Run, receive: Receive) -> _Result:

@@ -2,11 +2,13 @@
 
 One dedicated thread owns the llama.cpp context and runs the decode loop:
 
-    admit waiting requests into free slots (a slot is a KV-cache sequence id)
+    admit waiting requests into free slots (a slot is a KV-cache sequence id; the slot whose
+        cache already holds the longest prefix of the prompt, which is then skipped)
     plan one step: a token for every decoding sequence plus a chunk of prompt tokens
     llama_decode(the whole step)            # one call, all running sequences
-    sample each sequence with its own native sampler chain (llama_sampler_sample)
-    hand the new text to each request's asyncio queue (call_soon_threadsafe, once per loop)
+    pick each sequence's token: one argmax over the logits rows for plain greedy requests,
+        the request's own native sampler chain (llama_sampler_sample) for the rest
+    hand the new text to each request's asyncio queue (a LoopWaker post, once per loop)
 
 llama.cpp releases the GIL while it computes, so the event loop stays responsive. The
 scheduling rules live in ``pykaito.runtime.scheduler`` and stop-string handling in
@@ -43,7 +45,8 @@ from pykaito.runtime.engine import (
     SamplingParams,
     TokenLogprob,
 )
-from pykaito.runtime.engines.llamacpp_native import NativeBatch, build_sampler
+from pykaito.runtime.engines.llamacpp_native import NativeBatch, build_sampler, is_plain_greedy
+from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
 from pykaito.runtime.scheduler import Scheduler, SequenceState, StepEntry
 from pykaito.runtime.text import TextStream
 
@@ -81,6 +84,7 @@ class LlamaCppSettings:
     threads: int = 0  # 0 = physical cores available, at most 8
     batch_size: int = 512  # tokens per decode step, at most
     prompt_chunk: int = 256  # prompt tokens per decode step, at most
+    prefix_cache: bool = True  # reuse a finished request's KV cache for a prompt that starts alike
     served_model_name: str = ""  # "" = the file name without .gguf
 
     @property
@@ -95,20 +99,17 @@ class _Request:
     params: SamplingParams
     sampler: Any  # llama_sampler_p, owned and freed by the decode thread
     text: TextStream
-    loop: asyncio.AbstractEventLoop
+    waker: LoopWaker  # delivers deltas to the event loop of the request's caller
     queue: asyncio.Queue[Delta | BaseException]
+    greedy: bool = False  # plain argmax: no sampler call per token
     n_generated: int = 0
+    announced: bool = False  # the first delta (which reports the cached prompt tokens) was sent
     pending_ids: list[int] = field(default_factory=list)
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 _Seq = SequenceState[_Request]
-_Outbox = dict[asyncio.AbstractEventLoop, list[tuple["asyncio.Queue[Delta | BaseException]", Any]]]
-
-
-def _deliver(items: list[tuple[asyncio.Queue[Delta | BaseException], Delta | BaseException]]) -> None:
-    for queue, item in items:
-        queue.put_nowait(item)
+_Outbox = dict[LoopWaker, list[tuple["asyncio.Queue[Delta | BaseException]", Any]]]
 
 
 class _Stream:
@@ -162,6 +163,7 @@ class LlamaCppEngine:
             max_waiting=settings.max_waiting,
             prompt_chunk=settings.prompt_chunk,
             batch_size=max(settings.batch_size, settings.max_running + 1),
+            prefix_cache=settings.prefix_cache,
         )
         self._lib: Any = None
         self._model: Any = None
@@ -180,6 +182,7 @@ class LlamaCppEngine:
         self._health = Health(ready=False, reason="the model is not loaded yet")
         self._log_callback: Any = None
         self._batch: NativeBatch | None = None
+        self._waker_for = waker_registry()
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
 
     # -- Engine protocol -------------------------------------------------------------------
@@ -272,7 +275,14 @@ class LlamaCppEngine:
             )
         loop = asyncio.get_running_loop()
         sampler = build_sampler(self._lib, self._vocab, self._n_vocab, params)
-        payload = _Request(params, sampler, TextStream(params.stop), loop, asyncio.Queue())
+        payload = _Request(
+            params,
+            sampler,
+            TextStream(params.stop),
+            self._waker_for(loop),
+            asyncio.Queue(),
+            is_plain_greedy(params),
+        )
         seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
         try:
             self._scheduler.submit(seq)
@@ -442,7 +452,7 @@ class LlamaCppEngine:
         scheduler = self._scheduler
         try:
             while scheduler.wait_for_work(0.5) or self._accepting:
-                scheduler.admit(self._release, self._move)
+                scheduler.admit(self._release, self._move, self._prepare)
                 entries = scheduler.plan()
                 if entries:
                     self._step(entries)
@@ -466,16 +476,31 @@ class LlamaCppEngine:
             self._deliver_all({})
             return
         outbox: _Outbox = {}
+        best = self._argmax_rows(entries, outputs)
+        row = 0
         for entry, index in zip(entries, outputs, strict=True):
             seq = entry.seq
             seq.n_past += len(entry.tokens)
-            if index >= 0 and not seq.cancelled:
-                self._sample(seq, index, outbox)
+            if index >= 0:
+                if not seq.cancelled:
+                    token = int(best[row]) if seq.payload.greedy and best is not None else None
+                    self._sample(seq, index, token, outbox)
+                row += 1
         self._deliver_all(outbox)
 
-    def _sample(self, seq: _Seq, index: int, outbox: _Outbox) -> None:
+    def _argmax_rows(self, entries: list[StepEntry[_Request]], outputs: list[int]) -> Any:
+        """The most likely token of every logits row of the last step, if a greedy request wants one."""
+        if not any(i >= 0 and e.seq.payload.greedy for e, i in zip(entries, outputs, strict=True)):
+            return None
+        n_rows = sum(1 for i in outputs if i >= 0)
+        logits = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(n_rows, self._n_vocab))
+        return logits.argmax(axis=1)
+
+    def _sample(self, seq: _Seq, index: int, token: int | None, outbox: _Outbox) -> None:
+        """Take the step's token for ``seq`` (``token``, or one its sampler draws) and pass on its text."""
         lib, req = self._lib, seq.payload
-        token = lib.llama_sampler_sample(req.sampler, self._ctx, index)
+        if token is None:
+            token = lib.llama_sampler_sample(req.sampler, self._ctx, index)
         req.n_generated += 1
         req.pending_ids.append(token)
         if req.params.logprobs is not None:
@@ -491,15 +516,17 @@ class LlamaCppEngine:
                 text += req.text.flush()
                 finish = "length"
             else:
-                seq.next_token = token
+                seq.feed(token)
         if finish is not None:
             seq.next_token = None
             self._scheduler.finish(seq)
         if text or finish is not None:
-            delta = Delta(text, tuple(req.pending_ids), tuple(req.pending_logprobs), finish)
+            cached = 0 if req.announced else seq.cached
+            req.announced = True
+            delta = Delta(text, tuple(req.pending_ids), tuple(req.pending_logprobs), finish, cached)
             req.pending_ids.clear()
             req.pending_logprobs.clear()
-            outbox.setdefault(req.loop, []).append((req.queue, delta))
+            outbox.setdefault(req.waker, []).append((req.queue, delta))
 
     def _fail(self, seq: _Seq, error: BaseException) -> None:
         self._scheduler.finish(seq)
@@ -507,26 +534,31 @@ class LlamaCppEngine:
 
     def _post(self, seq: _Seq, item: Delta | BaseException) -> None:
         req = seq.payload
-        try:
-            req.loop.call_soon_threadsafe(_deliver, [(req.queue, item)])
-        except RuntimeError:  # the caller's event loop has closed
+        if not req.waker.post([(req.queue, item)]):  # the caller's event loop has closed
             self._scheduler.cancel(seq)
 
     def _deliver_all(self, outbox: _Outbox) -> None:
-        for loop, items in outbox.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:
+        for waker, items in outbox.items():
+            if not waker.post(items):
                 log.debug("an event loop closed with %d deltas undelivered", len(items))
 
     def _release(self, seq: _Seq) -> None:
-        """Clear the sequence's KV cache and free its sampler (decode thread, between steps)."""
+        """Free the sequence's sampler; clear its KV cache unless it stays for prefix caching."""
         lib = self._lib
-        if seq.slot >= 0 and self._memory is not None:
+        if seq.slot >= 0 and self._memory is not None and not self.settings.prefix_cache:
             lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
         if seq.payload.sampler is not None:
             lib.llama_sampler_free(seq.payload.sampler)
             seq.payload.sampler = None
+
+    def _prepare(self, seq: _Seq) -> None:
+        """Keep the first ``n_past`` cached tokens of the sequence's new slot and drop the rest."""
+        lib, memory = self._lib, self._memory
+        if seq.n_past and lib.llama_memory_seq_rm(memory, seq.slot, seq.n_past, -1):
+            return
+        # nothing to keep, or a memory that cannot drop a tail (recurrent state): start afresh
+        lib.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+        seq.n_past = seq.cached = 0
 
     def _move(self, seq: _Seq, slot: int) -> None:
         """Copy the sequence's KV cache to another slot (done by llama.cpp before the next decode)."""

@@ -19,6 +19,21 @@ PENALTY_LAST_N = 64  # tokens the repetition, frequency and presence penalties l
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp picks a random seed
 
 
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """Whether the next token is simply the most likely one: no grammar, no penalties, temperature 0.
+
+    Such a request needs no sampler call per token: an argmax over its logits row gives the
+    same token (the first of equal maxima, as llama.cpp's greedy sampler picks).
+    """
+    return (
+        params.temperature <= 0
+        and not params.grammar
+        and params.repetition_penalty == 1.0
+        and not params.frequency_penalty
+        and not params.presence_penalty
+    )
+
+
 def build_sampler(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) -> Any:
     """A native sampler chain for one request: grammar, penalties, then greedy or top-k/p, min-p, temperature.
 
