@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pykaito.errors import QueueFullError
-from pykaito.runtime.scheduler import Scheduler, SequenceState
+from pykaito.runtime.scheduler import Scheduler, SequenceState, common_prefix
 from pykaito.runtime.text import StopFilter, TextStream
 
 
@@ -146,6 +146,19 @@ def test_the_lowest_free_slot_wins_unless_another_caches_much_more() -> None:
     s.submit(far)
     s.admit(lambda _: None)
     assert (far.slot, far.n_past) == (2, 31)
+
+
+@given(
+    st.lists(st.integers(0, 3), max_size=40),
+    st.lists(st.integers(0, 3), max_size=40),
+    st.integers(0, 45),
+)
+def test_common_prefix_matches_a_plain_scan(a: list[int], b: list[int], limit: int) -> None:
+    limit = min(limit, len(a), len(b))  # callers never ask past either list
+    expected = 0
+    while expected < limit and a[expected] == b[expected]:
+        expected += 1
+    assert common_prefix(a, b, limit) == expected
 
 
 def test_prefix_caching_off_never_reuses() -> None:

@@ -48,6 +48,20 @@ MIN_PREFIX_GAIN = 16  # tokens of extra cached prefix worth leaving the running 
 _arrivals = itertools.count()
 
 
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading items ``a`` and ``b`` share, at most ``limit`` (slice comparisons run in C)."""
+    if a[:limit] == b[:limit]:
+        return max(limit, 0)
+    low, high = 0, limit - 1  # a[:low] == b[:low] holds; a[:high + 1] != b[:high + 1]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 @dataclass(eq=False)
 class SequenceState(Generic[T]):
     """One request on its way through the engine; ``payload`` is the engine's own state."""
@@ -274,24 +288,22 @@ class Scheduler(Generic[T]):
 
     def _pick_slot(self, prompt: Sequence[int]) -> tuple[int, int]:
         """The free slot for ``prompt`` and how many of its tokens that slot has cached already."""
+        tokens = list(prompt)
         lowest = self._free[0]
-        best, best_reuse = lowest, self._reusable(lowest, prompt)
+        best, best_reuse = lowest, self._reusable(lowest, tokens)
         threshold = best_reuse + MIN_PREFIX_GAIN
         for slot in sorted(self._free):
-            reuse = self._reusable(slot, prompt)
+            reuse = self._reusable(slot, tokens)
             if reuse >= threshold and reuse > best_reuse:
                 best, best_reuse = slot, reuse
         return best, best_reuse
 
-    def _reusable(self, slot: int, prompt: Sequence[int]) -> int:
+    def _reusable(self, slot: int, prompt: list[int]) -> int:
+        """Tokens of ``prompt`` the slot's cache holds, leaving the last prompt token to compute."""
         cached = self._cache.get(slot)
         if not cached:
             return 0
-        limit = min(len(cached), len(prompt) - 1)  # the last prompt token is always computed
-        n = 0
-        while n < limit and cached[n] == prompt[n]:
-            n += 1
-        return n
+        return common_prefix(cached, prompt, min(len(cached), len(prompt) - 1))
 
     def plan(self) -> list[StepEntry[T]]:
         """The next decode step: one token per decoding sequence, then a share of prompt tokens."""
