@@ -96,8 +96,18 @@ def test_a_new_prompt_starts_after_the_prefix_its_slot_has_cached() -> None:
     assert (list(entry.tokens), entry.start_pos, entry.wants_logits) == ([60, 61], 6, True)
 
 
-def test_the_last_prompt_token_is_always_computed() -> None:
-    s = make()
+@pytest.mark.parametrize(
+    ("prefix_cache", "reused"),
+    [
+        # the last prompt token is always computed: its logits give the first new token
+        pytest.param(True, 3, id="on"),
+        pytest.param(False, 0, id="off"),
+    ],
+)
+def test_the_same_prompt_again(prefix_cache: bool, reused: int) -> None:
+    s = Scheduler[None](
+        max_running=2, max_waiting=2, prompt_chunk=8, batch_size=16, prefix_cache=prefix_cache
+    )
     first = SequenceState("first", [1, 2, 3, 4], None)
     s.submit(first)
     s.admit(lambda _: None)
@@ -105,9 +115,9 @@ def test_the_last_prompt_token_is_always_computed() -> None:
     again = SequenceState("again", [1, 2, 3, 4], None)
     s.submit(again)
     s.admit(lambda _: None)
-    assert again.n_past == 3
+    assert (again.slot, again.n_past, again.cached) == (0, reused, reused)
     [entry] = s.plan()
-    assert (list(entry.tokens), entry.wants_logits) == ([4], True)
+    assert (list(entry.tokens), entry.wants_logits) == ([1, 2, 3, 4][reused:], True)
 
 
 def test_a_sequence_cancelled_mid_prompt_caches_what_was_computed() -> None:
@@ -161,24 +171,17 @@ def test_common_prefix_matches_a_plain_scan(a: list[int], b: list[int], limit: i
     assert common_prefix(a, b, limit) == expected
 
 
-def test_prefix_caching_off_never_reuses() -> None:
-    s = Scheduler[None](max_running=2, max_waiting=2, prompt_chunk=8, batch_size=16, prefix_cache=False)
-    first = SequenceState("first", [1, 2, 3, 4], None)
-    s.submit(first)
+def three_running() -> tuple[Scheduler[None], list[SequenceState[None]]]:
+    s = make(max_running=3, max_waiting=3)
+    seqs = [seq(2, name) for name in "abc"]
+    for q in seqs:
+        s.submit(q)
     s.admit(lambda _: None)
-    finish_after(s, first, [9])
-    again = SequenceState("again", [1, 2, 3, 4], None)
-    s.submit(again)
-    s.admit(lambda _: None)
-    assert (again.slot, again.n_past, again.cached) == (0, 0, 0)
+    return s, seqs
 
 
 def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
-    s = make(max_running=3, max_waiting=3)
-    a, b, c = seq(2, "a"), seq(2, "b"), seq(2, "c")
-    for q in (a, b, c):
-        s.submit(q)
-    s.admit(lambda _: None)
+    s, (a, b, c) = three_running()
     s.finish(b)
     moves: list[tuple[str, int, int]] = []
     s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, q.slot, slot)))
@@ -196,11 +199,7 @@ def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
 
 
 def test_contiguous_running_slots_are_not_moved() -> None:
-    s = make(max_running=3, max_waiting=3)
-    a, b, c = seq(2, "a"), seq(2, "b"), seq(2, "c")
-    for q in (a, b, c):
-        s.submit(q)
-    s.admit(lambda _: None)
+    s, (a, b, c) = three_running()
     s.finish(a)  # 1 and 2 still run side by side: one micro-batch already
     moves: list[str] = []
     s.admit(lambda _: None, lambda q, slot: moves.append(q.request_id))
