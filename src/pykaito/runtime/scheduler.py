@@ -230,10 +230,9 @@ class Scheduler(Generic[T]):
         ``release`` frees a finished sequence's resources; with prefix caching off it also
         clears its KV cache. A newly admitted sequence has its slot and ``n_past`` (the prompt
         tokens already cached there) set, and ``prepare`` removes whatever else the slot's KV
-        cache holds from position ``n_past`` on. With ``move`` and nobody waiting, a hole left
-        by a finished sequence is closed: the sequence in the highest slot moves to the lowest
-        slot between running ones (``move`` copies its KV cache there and clears the old
-        slot), one per call.
+        cache holds from position ``n_past`` on. With ``move``, a hole (a free slot between
+        running ones) is closed: the sequence in the highest slot moves into the lowest hole
+        (``move`` copies its KV cache there and clears the old slot), one per call.
         """
         with self._lock:
             released, self._released = self._released, []
