@@ -248,20 +248,16 @@ class Scheduler(Generic[T]):
             while self._waiting and self._free:
                 seq = self._waiting.popleft()
                 slot, reuse = self._pick_slot(seq.prompt)
-                self._free.remove(slot)
-                heapq.heapify(self._free)
-                self._cache.pop(slot, None)
+                self._take(slot)
                 seq.slot, seq.n_past, seq.cached = slot, reuse, reuse
                 self._running[slot] = seq
                 admitted.append(seq)
             low = self._hole() if move is not None else None
             if move is not None and low is not None:
                 top = max(self._running)
-                self._free.remove(low)
-                heapq.heapify(self._free)
+                self._take(low)
                 seq = self._running.pop(top)
                 move(seq, low)
-                self._cache.pop(low, None)
                 self._cache[top] = []
                 seq.slot = low
                 self._running[low] = seq
@@ -270,6 +266,12 @@ class Scheduler(Generic[T]):
             for seq in admitted:
                 prepare(seq)
         return admitted
+
+    def _take(self, slot: int) -> None:
+        """Mark a free slot as used; whatever it had cached is being overwritten or trimmed."""
+        self._free.remove(slot)
+        heapq.heapify(self._free)
+        self._cache.pop(slot, None)
 
     def _hole(self) -> int | None:
         """The lowest free slot between running ones, if the running slots are not contiguous."""
