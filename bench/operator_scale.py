@@ -12,6 +12,10 @@ and, as a baseline measured in the same run, the same latencies for a single Wor
 
     .venv/bin/python bench/operator_scale.py            # 200 Workspaces
     .venv/bin/python bench/operator_scale.py --count 50
+    .venv/bin/python bench/operator_scale.py --inferencesets 50 --set-replicas 4
+
+The InferenceSet case creates the sets at once and reports the time until every replica Workspace
+exists and until every set reports all its replicas ready, and the operator's peak RSS.
 """
 
 from __future__ import annotations
@@ -153,6 +157,101 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+SET_PATH = "/apis/kaito.sh/v1beta1/namespaces/default/inferencesets"
+
+
+def set_body(name: str, replicas: int) -> dict[str, object]:
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "InferenceSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "labelSelector": {"matchLabels": {"apps": name}},
+            "template": {
+                "resource": {"instanceType": SEED["resource"]["instanceType"]},
+                "inference": SEED["inference"],
+            },
+        },
+    }
+
+
+async def start_operator(url: str) -> tuple[asyncio.subprocess.Process, int, Path, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="kaito-bench-"))
+    health = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig(workdir / "kubeconfig", url)),
+        "KAITO_OPERATOR_METRICS_PORT": "0",
+        "KAITO_OPERATOR_RESYNC_SECONDS": "30",
+    }
+    command = [sys.executable, "-m", "pykaito.operator", "-A", "--liveness-port", str(health)]
+    command += ["--log-format", "plain"]
+    log = (workdir / "operator.log").open("wb")
+    process = await asyncio.create_subprocess_exec(*command, env=env, stdout=log, stderr=log)
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{health}/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    return process, health, workdir, log
+
+
+async def main_sets(count: int, replicas: int, limit: float) -> None:
+    """N InferenceSets of R replicas each, created at once."""
+    async with KubeEmulator() as kube, kmock.Server(kube) as server:
+        process, _, workdir, log = await start_operator(str(server.url).rstrip("/"))
+        cluster = Cluster(kube)
+        player = asyncio.create_task(cluster.run())
+        try:
+            idle_rss = peak_rss_mib(process.pid)
+            names = [f"set-{i:03d}" for i in range(count)]
+            start = time.perf_counter()
+            await asyncio.gather(*(call(kube, "POST", SET_PATH, set_body(n, replicas)) for n in names))
+            deadline = start + limit
+            children_done = ready_done = 0.0
+            while not ready_done:
+                if time.perf_counter() > deadline:
+                    raise SystemExit(
+                        f"not all sets ready after {limit:.0f}s (children at {children_done:.1f}s)"
+                    )
+                now = time.perf_counter() - start
+                if not children_done and len(objects(kube, WORKSPACES)) >= count * replicas:
+                    children_done = now
+                sets = objects(kube, "kaito.sh/v1beta1/inferencesets")
+                if len(sets) == count and all(
+                    (s.get("status") or {}).get("readyReplicas") == replicas for s in sets
+                ):
+                    ready_done = now
+                await asyncio.sleep(0.1)
+            rss = peak_rss_mib(process.pid)
+            operator_cpu = cpu_seconds(process.pid)
+            replicas_ready = max(cluster.ready_at.values(), default=start) - start
+        finally:
+            player.cancel()
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+            log.close()  # type: ignore[attr-defined]
+        workspaces = len(objects(kube, WORKSPACES))
+        services = len(objects(kube, "v1/services"))
+    print(f"operator scale: {count} InferenceSets x {replicas} replicas created at once (kmock emulator)")
+    print(
+        f"  objects: {workspaces} replica Workspaces, {services} Services (expected {count * replicas}, "
+        f"{count * (2 * replicas + 1)})"
+    )
+    print(
+        f"  all replica Workspaces exist after {children_done:.1f} s, all Ready after "
+        f"{replicas_ready:.1f} s; every set reports them ready after {ready_done:.1f} s"
+    )
+    print(
+        f"  operator peak RSS: {rss:.0f} MiB (idle after start: {idle_rss:.0f} MiB); CPU {operator_cpu:.1f} s"
+    )
+    print(f"  operator log: {workdir / 'operator.log'}")
+
+
 async def main(count: int, limit: float) -> None:
     async with KubeEmulator() as kube, kmock.Server(kube) as server:
         workdir = Path(tempfile.mkdtemp(prefix="kaito-bench-"))
@@ -229,5 +328,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--inferencesets", type=int, default=0, help="run the InferenceSet case with N sets")
+    parser.add_argument("--set-replicas", type=int, default=4)
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.timeout))
+    if args.inferencesets:
+        asyncio.run(main_sets(args.inferencesets, args.set_replicas, args.timeout))
+    else:
+        asyncio.run(main(args.count, args.timeout))

@@ -15,6 +15,18 @@ Workloads (OpenAI /v1/completions, streaming, temperature 0, plain-text story pr
 - mixed load: a short prompt's time to first token (TTFT) alone, then again while 7 other
   streams decode (4 with short prompts, 3 with ~1000-token prompts).
 
+- copy-heavy (``--copy``, OpenAI /v1/chat/completions, one stream, temperature 0): chats whose
+  answer repeats text from the prompt: copy a passage, answer by quoting a document, edit a code
+  file, and a multi-turn chat that repeats an earlier answer. This is where speculative decoding
+  from the prompt's own n-grams pays off.
+
+Server variants: ``pykaito`` (its default, n-gram speculation on), ``pykaito-spec-off``
+(``--speculative off``), ``llama-server`` (its default) and ``llama-server-ngram-simple`` /
+``llama-server-ngram-mod`` (``--spec-type ngram-simple`` / ``ngram-mod``):
+
+    .venv/bin/python bench/serve_compare.py --copy --concurrency 1,8,16 --parallel 16 \
+        --servers pykaito,pykaito-spec-off,llama-server,llama-server-ngram-simple,llama-server-ngram-mod
+
 Reported per server: total tokens/s, TTFT p50/p95, inter-token latency p50, peak RSS (VmHWM)
 and the ratio to llama-server. Results go to bench/results/<date>.md and .json.
 """
@@ -34,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +58,11 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 LLAMA_SERVER = HERE / ".build" / "llama-server"
 LLAMA_CPP_PYTHON = "llama-cpp-python"
 SERVERS = ("pykaito", "llama-server", LLAMA_CPP_PYTHON)
+VARIANTS = {  # a variant of a server: its base and the arguments added to the base's command
+    "pykaito-spec-off": ("pykaito", ["--speculative", "off"]),
+    "llama-server-ngram-simple": ("llama-server", ["--spec-type", "ngram-simple"]),
+    "llama-server-ngram-mod": ("llama-server", ["--spec-type", "ngram-mod"]),
+}
 
 TOPICS = (
     "a lighthouse keeper who finds a map",
@@ -64,6 +81,78 @@ LONG_PARAGRAPH = (
     "Farmers planted barley in the spring and harvested it before the autumn rains, "
     "merchants crossed the pass with salt and wool, and every winter the river froze. "
 )
+
+
+PASSAGE = (
+    "The old harbour town wakes slowly. Fishermen mend their nets on the quay while gulls circle above "
+    "the boats, and the baker opens his shutters to let the smell of fresh bread drift down the narrow "
+    "streets. By nine the market square is full of voices: farmers selling apples and cheese, children "
+    "chasing each other between the stalls, and an old man playing the accordion beside the fountain. "
+    "In the afternoon the wind turns and the tide comes in, lifting the boats against their ropes. When "
+    "evening falls the lamps are lit one by one along the sea wall, and the town grows quiet again, "
+    "listening to the waves that have shaped its life for five hundred years."
+)
+DOCUMENT = (
+    "Report of the harbour committee, spring meeting.\n\n"
+    "1. The north pier needs new timber before the autumn storms; the cost is estimated at 40,000 crowns.\n"
+    "2. The fish market will open one hour earlier from May to September, at five in the morning.\n"
+    "3. Mooring fees rise by three percent for boats longer than twelve metres.\n"
+    "4. The lighthouse lamp was replaced in March and now runs on electricity from the town grid.\n"
+    "5. Volunteers are wanted for the summer festival; names go to the harbour office by the first of June."
+)
+CODE_FILE = """import json
+from dataclasses import dataclass
+
+
+@dataclass
+class Item:
+    name: str
+    price: float
+    quantity: int
+
+
+def load_items(path):
+    with open(path) as handle:
+        data = json.load(handle)
+    return [Item(d["name"], d["price"], d["quantity"]) for d in data]
+
+
+def total(items):
+    result = 0.0
+    for item in items:
+        result += item.price * item.quantity
+    return result
+
+
+def cheapest(items):
+    return min(items, key=lambda item: item.price)
+
+
+if __name__ == "__main__":
+    items = load_items("items.json")
+    print(total(items), cheapest(items).name)
+"""
+COPY_WORKLOADS: dict[str, list[dict[str, str]]] = {
+    "copy-passage": [{"role": "user", "content": f"Copy this passage exactly, word for word:\n\n{PASSAGE}"}],
+    "quote-document": [
+        {
+            "role": "user",
+            "content": f"{DOCUMENT}\n\nQuote items 2, 3 and 4 of the report word for word.",
+        }
+    ],
+    "edit-code": [
+        {
+            "role": "user",
+            "content": f"Rename the function total to order_total in this file and show the whole file:\n\n"
+            f"```python\n{CODE_FILE}```",
+        }
+    ],
+    "multi-turn": [
+        {"role": "user", "content": "Describe a day in an old harbour town."},
+        {"role": "assistant", "content": PASSAGE},
+        {"role": "user", "content": "Please repeat your description exactly as you wrote it."},
+    ],
+}
 
 
 def story_prompt(topic: str, tag: str) -> str:
@@ -98,6 +187,9 @@ def embedded_model() -> Path:
 
 
 def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
+    if name in VARIANTS:
+        base, extra = VARIANTS[name]
+        return server_command(base, args, port) + extra
     model, threads, parallel, ctx = str(args.model), str(args.threads), str(args.parallel), args.ctx
     if name == "pykaito":
         return [
@@ -154,7 +246,7 @@ def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
             "--interrupt_requests",
             "False",
         ]
-    raise ValueError(f"unknown server {name!r}: use one of {', '.join(SERVERS)}")
+    raise ValueError(f"unknown server {name!r}: use one of {', '.join([*SERVERS, *VARIANTS])}")
 
 
 @dataclass
@@ -219,139 +311,177 @@ def running_server(name: str, args: argparse.Namespace, log_dir: Path) -> Iterat
 
 
 # -- client ------------------------------------------------------------------------------------
+# One implementation of the figures: requests go through pykaito.bench's streaming client and the
+# figures come from pykaito.bench.figures (the code behind `kaito bench`), so the two agree.
+
+sys.path.insert(0, str(ROOT / "src"))
+from pykaito.bench.figures import percentile, step_figures  # noqa: E402
+from pykaito.bench.samples import Sample  # noqa: E402
+from pykaito.bench.sse import CHAT_PATH, COMPLETIONS_PATH, Endpoint, Request, send  # noqa: E402
 
 
-@dataclass
-class StreamResult:
-    ok: bool
-    tokens: int = 0
-    ttft: float = float("nan")
-    gaps: list[float] = field(default_factory=list)
-    finish_reason: str | None = None
-    error: str = ""
-    elapsed: float = 0.0
+def completion(model: str, prompt: str, max_tokens: int, usage: bool) -> Request:
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+    body["stream"] = True
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    return Request(COMPLETIONS_PATH, body)
 
 
 async def stream_completion(
-    client: httpx.AsyncClient,
-    url: str,
+    endpoint: Endpoint,
     model: str,
     prompt: str,
     max_tokens: int,
     started: asyncio.Event | None = None,
     usage: bool = True,
-) -> StreamResult:
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": True,
-    }
-    if usage:
-        body["stream_options"] = {"include_usage": True}
-    result = StreamResult(ok=False)
-    t0 = time.perf_counter()
-    last = t0
-    chunks = 0
-    reported: int | None = None
-    try:
-        async with client.stream("POST", url + "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")
-                result.error = f"HTTP {response.status_code}: {text[:200]}"
-                return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                event = json.loads(data)
-                if event.get("usage") and event["usage"].get("completion_tokens") is not None:
-                    reported = int(event["usage"]["completion_tokens"])
-                for choice in event.get("choices") or []:
-                    if choice.get("text"):
-                        now = time.perf_counter()
-                        if chunks == 0:
-                            result.ttft = now - t0
-                            if started is not None:
-                                started.set()
-                        else:
-                            result.gaps.append(now - last)
-                        last = now
-                        chunks += 1
-                    if choice.get("finish_reason"):
-                        result.finish_reason = choice["finish_reason"]
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-        return result
-    result.elapsed = time.perf_counter() - t0
-    result.tokens = reported if reported is not None else chunks
-    result.ok = result.finish_reason is not None
-    if not result.ok:
-        result.error = "the stream ended without a finish_reason (truncated)"
-    return result
+) -> Sample:
+    """One streamed completion, timed by pykaito.bench (times relative to its own start)."""
+    sample, _ = await send(
+        endpoint, completion(model, prompt, max_tokens, usage), time.perf_counter(), False, started
+    )
+    return sample
 
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(v for v in values if v == v)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+    return percentile([v for v in values if v == v], q * 100)
 
 
-async def detect_usage(client: httpx.AsyncClient, url: str, model: str) -> bool:
+async def detect_usage(endpoint: Endpoint, model: str) -> bool:
     """Whether the server accepts stream_options.include_usage (some reject unknown fields)."""
-    r = await stream_completion(client, url, model, story_prompt("a warm-up", "w"), 4, usage=True)
+    r = await stream_completion(endpoint, model, story_prompt("a warm-up", "w"), 4, usage=True)
     if r.ok:
         return True
-    r = await stream_completion(client, url, model, story_prompt("a warm-up", "w2"), 4, usage=False)
+    r = await stream_completion(endpoint, model, story_prompt("a warm-up", "w2"), 4, usage=False)
     if not r.ok:
         raise RuntimeError(f"warm-up request failed: {r.error}")
     return False
 
 
 async def throughput(
-    client: httpx.AsyncClient, url: str, model: str, n: int, max_tokens: int, tag: str, usage: bool
+    endpoint: Endpoint, model: str, n: int, max_tokens: int, tag: str, usage: bool
 ) -> dict[str, Any]:
+    """``n`` streams at once; the figures are `kaito bench`'s for one step of concurrency ``n``."""
     prompts = [story_prompt(TOPICS[i % len(TOPICS)], f"{tag}-{i}") for i in range(n)]
     t0 = time.perf_counter()
     results = await asyncio.gather(
-        *(stream_completion(client, url, model, p, max_tokens, usage=usage) for p in prompts)
+        *(send(endpoint, completion(model, p, max_tokens, usage), t0) for p in prompts)
     )
-    wall = time.perf_counter() - t0
-    tokens = sum(r.tokens for r in results)
+    samples = [sample for sample, _ in results]
+    f = step_figures(samples)
     return {
         "streams": n,
-        "complete": sum(r.ok for r in results),
-        "tokens": tokens,
-        "wall_s": wall,
-        "tok_s": tokens / wall if wall > 0 else float("nan"),
-        "ttft_p50": pct([r.ttft for r in results], 0.5),
-        "ttft_p95": pct([r.ttft for r in results], 0.95),
-        "itl_p50": pct([g for r in results for g in r.gaps], 0.5),
-        "errors": [r.error for r in results if r.error][:3],
+        "complete": f.completed,
+        "tokens": f.output_tokens,
+        "wall_s": f.duration_s,
+        "tok_s": f.output_throughput,
+        "ttft_p50": f.ttft.p50,
+        "ttft_p95": pct([t for s in samples if s.ok and (t := s.ttft) is not None], 0.95),
+        "itl_p50": f.itl.p50,
+        "errors": [s.error for s in samples if s.error][:3],
     }
 
 
-async def mixed_ttft(
-    client: httpx.AsyncClient, url: str, model: str, args: argparse.Namespace, usage: bool
+def chat_request(model: str, messages: list[dict[str, str]], max_tokens: int, usage: bool) -> Request:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+    }
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    return Request(CHAT_PATH, body)
+
+
+async def spec_counters(url: str) -> tuple[float, float]:
+    """pykaito's draft and accepted token totals from /metrics (zeros where the server has none)."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(url + "/metrics")
+    found = {"draft": 0.0, "accepted": 0.0}
+    if response.status_code == 200:
+        for line in response.text.splitlines():
+            for key, name in (("draft", "draft_tokens"), ("accepted", "accepted_tokens")):
+                if line.startswith(f"vllm:spec_decode_num_{name}_total{{"):
+                    found[key] = float(line.rsplit(" ", 1)[1])
+    return found["draft"], found["accepted"]
+
+
+async def copy_run(
+    endpoint: Endpoint, server: Running, model: str, workload: str, max_tokens: int, usage: bool
 ) -> dict[str, Any]:
+    """One copy-heavy chat, single stream: output tokens per second of its whole duration."""
+    before = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
+    request = chat_request(model, COPY_WORKLOADS[workload], max_tokens, usage)
+    sample, _ = await send(endpoint, request, time.perf_counter())
+    after = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
+    duration = sample.end - sample.start
+    return {
+        "tokens": sample.output_tokens,
+        "tok_s": sample.output_tokens / duration if sample.ok and duration > 0 else float("nan"),
+        "draft_tokens": after[0] - before[0],
+        "accepted_tokens": after[1] - before[1],
+        "error": sample.error,
+    }
+
+
+async def copy_workloads(
+    servers: dict[str, Running],
+    endpoints: dict[str, Endpoint],
+    setup: dict[str, tuple[str, bool]],
+    args: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """Every copy-heavy workload on every server in turn, ``args.rounds`` times (order rotated)."""
+    names = list(servers)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {w: [] for w in COPY_WORKLOADS} for n in names}
+    for r in range(args.rounds):
+        for workload in COPY_WORKLOADS:
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                model, usage = setup[name]
+                t = await copy_run(endpoints[name], servers[name], model, workload, args.copy_tokens, usage)
+                runs[name][workload].append(t)
+                rate = (
+                    f", accepted {t['accepted_tokens']:.0f}/{t['draft_tokens']:.0f}"
+                    if t["draft_tokens"]
+                    else ""
+                )
+                print(
+                    f"  round {r + 1} {name:26s} {workload:15s}: {t['tok_s']:7.1f} tok/s, "
+                    f"{t['tokens']} tokens{rate}",
+                    flush=True,
+                )
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        out[name] = {}
+        for workload, results in runs[name].items():
+            best = max(results, key=lambda x: x["tok_s"] if x["tok_s"] == x["tok_s"] else -1.0)
+            drafted = sum(x["draft_tokens"] for x in results)
+            accepted = sum(x["accepted_tokens"] for x in results)
+            out[name][workload] = {
+                "tok_s": best["tok_s"],
+                "tokens": best["tokens"],
+                "rounds_tok_s": [x["tok_s"] for x in results],
+                "acceptance_rate": accepted / drafted if drafted else None,
+                "errors": [x["error"] for x in results if x["error"]][:3],
+            }
+    return out
+
+
+async def mixed_ttft(endpoint: Endpoint, model: str, args: argparse.Namespace, usage: bool) -> dict[str, Any]:
     """Short-prompt TTFT alone, then while 7 other streams (3 of them with ~1000-token prompts) decode."""
     alone = []
     for i in range(args.probes):
         r = await stream_completion(
-            client, url, model, story_prompt("a quiet morning", f"alone-{i}"), 8, usage=usage
+            endpoint, model, story_prompt("a quiet morning", f"alone-{i}"), 8, usage=usage
         )
         alone.append(r.ttft)
     started = [asyncio.Event() for _ in range(7)]
     prompts = [story_prompt(TOPICS[i], f"bg-{i}") for i in range(4)]
     prompts += [long_prompt(f"bg-long-{i}", args.long_paragraphs) for i in range(3)]
     background = [
-        asyncio.create_task(stream_completion(client, url, model, p, args.background_tokens, ev, usage=usage))
+        asyncio.create_task(stream_completion(endpoint, model, p, args.background_tokens, ev, usage=usage))
         for p, ev in zip(prompts, started, strict=True)
     ]
     loaded: list[float] = []
@@ -366,7 +496,7 @@ async def mixed_ttft(
                 break
             r = await asyncio.wait_for(
                 stream_completion(
-                    client, url, model, story_prompt("a quiet morning", f"probe-{i}"), 8, usage=usage
+                    endpoint, model, story_prompt("a quiet morning", f"probe-{i}"), 8, usage=usage
                 ),
                 args.probe_timeout,
             )
@@ -390,11 +520,12 @@ async def mixed_ttft(
     }
 
 
-async def prepare(client: httpx.AsyncClient, server: Running) -> tuple[str, bool]:
+async def prepare(endpoint: Endpoint, server: Running) -> tuple[str, bool]:
     """The served model's name and whether the server reports usage while streaming (warms it up too)."""
-    models = (await client.get(server.url + "/v1/models")).json()
+    async with httpx.AsyncClient(timeout=60) as client:
+        models = (await client.get(server.url + "/v1/models")).json()
     model = str(models["data"][0]["id"])
-    return model, await detect_usage(client, server.url, model)
+    return model, await detect_usage(endpoint, model)
 
 
 def paired_ratios(rounds: list[float], base: list[float]) -> list[float]:
@@ -413,21 +544,20 @@ async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -
     machine's speed drifts by more than the differences being measured, so servers run one
     after the other for minutes would compare the drift, not the servers.
     """
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
     names = list(servers)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout), limits=limits) as client:
-        setup = {name: await prepare(client, servers[name]) for name in names}
+    endpoints = {name: Endpoint(servers[name].url, timeout_s=args.request_timeout) for name in names}
+    try:
+        setup = {name: await prepare(endpoints[name], servers[name]) for name in names}
         rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
             name: {n: [] for n in args.concurrency} for name in names
         }
-        for r in range(args.rounds):
+        copies = await copy_workloads(servers, endpoints, setup, args) if args.copy else {}
+        for r in range(0 if args.skip_throughput else args.rounds):
             for n in args.concurrency:
                 shift = r % len(names)
                 for name in names[shift:] + names[:shift]:
                     model, usage = setup[name]
-                    t = await throughput(
-                        client, servers[name].url, model, n, args.max_tokens, f"{name}-c{n}-r{r}", usage
-                    )
+                    t = await throughput(endpoints[name], model, n, args.max_tokens, f"c{n}-r{r}", usage)
                     rounds[name][n].append(t)
                     print(
                         f"  round {r + 1} {name:17s} c={n}: {t['tok_s']:7.1f} tok/s"
@@ -440,11 +570,15 @@ async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -
             out: dict[str, Any] = {"usage_reported": setup[name][1], "throughput": {}}
             for n in args.concurrency:
                 runs = rounds[name][n]
+                if not runs:
+                    continue
                 best = dict(max(runs, key=lambda x: x["tok_s"]))
                 best["rounds_tok_s"] = [x["tok_s"] for x in runs]
                 best["complete"] = min(x["complete"] for x in runs)
                 out["throughput"][str(n)] = best
             out["peak_rss_after_throughput_mib"] = servers[name].peak_rss_mib()
+            if copies:
+                out["copy"] = copies[name]
             results[name] = out
         for name in names:
             out = results[name]
@@ -452,13 +586,16 @@ async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -
                 out["mixed"] = None
             else:
                 model, usage = setup[name]
-                out["mixed"] = m = await mixed_ttft(client, servers[name].url, model, args, usage)
+                out["mixed"] = m = await mixed_ttft(endpoints[name], model, args, usage)
                 print(
                     f"  {name:17s} short-prompt TTFT alone p50 {m['alone_p50'] * 1000:.0f} ms, "
                     f"under load p95 {m['loaded_p95'] * 1000:.0f} ms ({m['ratio_p95_to_alone_p50']:.2f}x)",
                     flush=True,
                 )
             out["peak_rss_mib"] = servers[name].peak_rss_mib()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
     return results
 
 
@@ -484,6 +621,45 @@ def paired_median(results: dict[str, Any], name: str, base: str, n: str) -> floa
     if not ours or not theirs:
         return float("nan")
     return median(paired_ratios(ours, theirs))
+
+
+def copy_report(results: dict[str, Any]) -> list[str]:
+    """The copy-heavy table: each server's best round, and ratios (median over rounds, paired)."""
+    with_copy = {name: res["copy"] for name, res in results.items() if res.get("copy")}
+    if not with_copy:
+        return []
+    lines = [
+        "",
+        "Copy-heavy chats, one stream, temperature 0 (tok/s of the whole reply, best round; ratios are "
+        "medians over rounds of the ratio within a round):",
+        "",
+        "| workload | server | tok/s | vs best llama-server | vs llama-server default | vs pykaito-spec-off "
+        "| acceptance rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for workload in COPY_WORKLOADS:
+        llama = {n: c[workload] for n, c in with_copy.items() if n.startswith("llama-server")}
+        best_llama = max(llama, key=lambda n: llama[n]["tok_s"], default=None)
+
+        def vs(name: str, base: str | None, workload: str = workload, best: str | None = best_llama) -> str:
+            if base is None or base not in with_copy:
+                return "n/a"
+            r = median(
+                paired_ratios(
+                    with_copy[name][workload]["rounds_tok_s"], with_copy[base][workload]["rounds_tok_s"]
+                )
+            )
+            return f"{fmt(r, 2)}x ({base})" if base == best else f"{fmt(r, 2)}x"
+
+        for name, copies in with_copy.items():
+            c = copies[workload]
+            acc = c.get("acceptance_rate")
+            lines.append(
+                f"| {workload} | {name} | {fmt(c['tok_s'])} | {vs(name, best_llama)} "
+                f"| {vs(name, 'llama-server')} "
+                f"| {vs(name, 'pykaito-spec-off')} | {'n/a' if acc is None else f'{100 * acc:.0f}%'} |"
+            )
+    return lines
 
 
 def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -514,6 +690,7 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{fmt(t['ttft_p50'], 0, 1000)} | {fmt(t['ttft_p95'], 0, 1000)} "
                 f"| {fmt(t['itl_p50'], 1, 1000)} |"
             )
+    lines += copy_report(results)
     lines += [
         "",
         "Short-prompt TTFT while 7 streams decode (4 short prompts, 3 with ~1000-token prompts):",
@@ -580,7 +757,7 @@ def main_bench(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         servers: dict[str, Running] = {}
         for name in args.servers:
-            if name == "llama-server" and not Path(args.llama_server).is_file():
+            if VARIANTS.get(name, (name,))[0] == "llama-server" and not Path(args.llama_server).is_file():
                 results[name] = {"error": f"{args.llama_server} is missing: run bench/setup_llama_server.sh"}
                 print(f"{name}: skipped ({results[name]['error']})", flush=True)
                 continue
@@ -621,7 +798,12 @@ def serve_pykaito(args: argparse.Namespace) -> int:
     from pykaito.runtime.settings import ServerSettings
 
     engine = llamacpp_engine(
-        Path(args.model), parallel=args.parallel, threads=args.threads, ctx_size=args.ctx, max_queue=64
+        Path(args.model),
+        parallel=args.parallel,
+        threads=args.threads,
+        ctx_size=args.ctx,
+        max_queue=64,
+        speculative=args.speculative,
     )
     serve(engine, ServerSettings(host="127.0.0.1", port=args.port, log_level="warning"))
     return 0
@@ -638,6 +820,7 @@ def main() -> int:
     ours.add_argument("--threads", type=int, default=0)
     ours.add_argument("--parallel", type=int, default=8)
     ours.add_argument("--ctx", type=int, default=0)
+    ours.add_argument("--speculative", choices=("off", "ngram"), default="ngram")
     parser.add_argument("--servers", type=lambda s: s.split(","), default=list(SERVERS))
     parser.add_argument("--model", default="", help="GGUF file (default: the embedded SmolLM2)")
     parser.add_argument("--threads", type=int, default=0, help="0: physical cores available")
@@ -655,6 +838,9 @@ def main() -> int:
     parser.add_argument("--request-timeout", type=float, default=300.0)
     parser.add_argument("--start-timeout", type=float, default=120.0)
     parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
+    parser.add_argument("--copy", action="store_true", help="also run the copy-heavy chat workloads")
+    parser.add_argument("--copy-tokens", type=int, default=256, help="max_tokens of a copy-heavy reply")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the copy-heavy workloads")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     if args.command == "serve-pykaito":

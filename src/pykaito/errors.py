@@ -8,7 +8,8 @@
     ├── EngineError               the inference engine cannot load or serve
     │   ├── QueueFullError        the waiting queue is full (HTTP 429)
     │   └── PromptTooLongError    the prompt does not fit the context of one sequence (HTTP 400)
-    └── ClusterError              the Kubernetes API refused or could not be reached
+    ├── ClusterError              the Kubernetes API refused or could not be reached
+    └── DownloadError             a model download was refused or failed; carries a reason
 
 Every message says what is wrong, where, and what to do next. Third-party exceptions are
 mapped to these at the edge and raised ``from`` the original.
@@ -81,3 +82,15 @@ class PromptTooLongError(EngineError):
 
 class ClusterError(PykaitoError):
     """The Kubernetes API refused a call or could not be reached."""
+
+
+class DownloadError(PykaitoError):
+    """A model download was refused or failed.
+
+    ``reason`` is one word a status condition can carry: Unauthorized (gated without a token),
+    NotFound, DiskFull, ChecksumMismatch, Unreachable or Busy (another pull of the model runs).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,11 +64,11 @@ BAD = [
         id="unknown-instance-type",
     ),
     pytest.param(
-        SEED.replace("phi-4-mini-instruct", "qwen2.5-coder-32b-instruct")
-        .replace("Standard_NC40ads_H100_v5", "Standard_NV36ads_A10_v5")
-        .replace("resource:\n", "resource:\n  count: 1\n"),
+        SEED.replace("phi-4-mini-instruct", "deepseek-r1-0528").replace(
+            "Standard_NC40ads_H100_v5", "Standard_NV36ads_A10_v5"
+        ),
         [
-            "resource.instanceType: qwen2.5-coder-32b-instruct needs 61.0 GiB",
+            "resource.instanceType: deepseek-r1-0528 needs 641.3 GiB",
             "kaito.sh/bypass-resource-checks",
         ],
         id="model-too-large",
@@ -123,7 +124,7 @@ def test_validate_valid_and_invalid_in_one_file() -> None:
     assert code == 2
     assert out == "workspace/workspace-phi-4-mini-h100 valid\n"
     assert "workspace/second: resource.instanceType: unknown instance type 'nope'" in err
-    assert "1 of 2 Workspace(s)" in err
+    assert "1 of 2 Workspaces" in err
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -165,3 +166,82 @@ def test_console_script(text: str, code: int, stdout: str, stderr: str) -> None:
     assert proc.stdout == stdout
     assert stderr in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _named(name: str, text: str = SEED) -> str:
+    return text.replace("workspace-phi-4-mini-h100", name)
+
+
+def test_validate_checks_every_document_after_a_schema_error() -> None:
+    bad_field = _named("first").replace("resource:\n", "resource:\n  colour: blue\n")
+    bad_type = _named("second").replace("resource:\n", "resource:\n  count: two\n")
+    not_a_ws = "apiVersion: kaito.sh/v1beta1\nmetadata: {name: x}\n"
+    text = "---\n".join(
+        [
+            bad_field,
+            _named("good"),
+            bad_type,
+            not_a_ws,
+            _named("typo", SEED.replace("phi-4-mini-instruct", "phi-4-mini")),
+        ]
+    )
+    code, out, err = run(["validate", "-f", "-"], stdin=text)
+    assert code == 2
+    assert out == "workspace/good valid\n"
+    first_line = 1 + bad_field.splitlines().index("  colour: blue")
+    count_line = 1 + text.splitlines().index("  count: two")
+    assert "<stdin> (document 1): resource.colour: unknown field 'colour'" in err
+    assert f"(<stdin>:{first_line})" in err
+    assert "<stdin> (document 3): resource.count: expected an integer, got string 'two'" in err
+    assert f"(<stdin>:{count_line})" in err
+    assert "<stdin> (document 4): kind:" in err and "has no `kind`" in err
+    assert "workspace/typo: inference.preset.name: unknown preset 'phi-4-mini'" in err
+    assert "4 of 5 documents in <stdin> invalid" in err
+    assert "Traceback" not in out + err
+
+
+def test_validate_json_lists_invalid_documents_and_valid_ones() -> None:
+    bad = _named("bad").replace("resource:\n", "resource:\n  count: two\n")
+    code, out, _ = run(["validate", "-f", "-", "-o", "json"], stdin=bad + "---\n" + _named("good"))
+    assert code == 2
+    report = json.loads(out)
+    assert report["valid"] is False
+    assert [(w["name"], w["valid"]) for w in report["workspaces"]] == [("good", True)]
+    (doc,) = report["invalid_documents"]
+    assert doc["source"] == "<stdin> (document 1)"
+    (error,) = doc["errors"]
+    assert error["path"] == "resource.count"
+    line = 1 + bad.splitlines().index("  count: two")
+    assert f"(<stdin>:{line})" in error["message"]
+
+
+def test_validate_json_all_valid_exits_0() -> None:
+    code, out, _ = run(["validate", "-f", "-", "-o", "json"], stdin=SEED)
+    assert code == 0
+    report = json.loads(out)
+    assert report["valid"] is True and "invalid_documents" not in report
+
+
+SET = """apiVersion: kaito.sh/v1alpha1
+kind: InferenceSet
+metadata: {name: NAME}
+spec:
+  replicas: 1
+  labelSelector: {matchLabels: {apps: x}}
+  template:
+    resource: {instanceType: Standard_NC40ads_H100_v5}
+    inference:
+      preset: {name: phi-4-mini-instruct}
+"""
+
+
+def test_validate_checks_inferencesets_after_a_broken_one(tmp_path: Path) -> None:
+    broken = SET.replace("NAME", "broken").replace("  replicas: 1\n", "  replicas: 1\n  replica: 2\n")
+    path = tmp_path / "sets.yaml"
+    path.write_text(broken + "---\n" + SET.replace("NAME", "fine") + "---\n" + _named("ws"))
+    code, out, err = run(["validate", "-f", str(path)])
+    assert code == 2, err
+    assert out.splitlines() == ["workspace/ws valid", "inferenceset/fine valid"]
+    assert f"{path} (InferenceSet 1): spec.replica: unknown field 'replica'" in err
+    assert f"({path}:6)" in err
+    assert f"1 of 3 documents in {path} invalid" in err

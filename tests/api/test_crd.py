@@ -61,6 +61,7 @@ def test_crd_identity() -> None:
 
 def test_printer_columns_as_upstream() -> None:
     columns = generate_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    columns = [c for c in columns if not c.get("priority")]  # kubectl get without -o wide
     assert [(c["name"], c["type"], c["jsonPath"]) for c in columns] == [
         ("Instance", "string", ".resource.instanceType"),
         ("ResourceReady", "string", '.status.conditions[?(@.type=="ResourceReady")].status'),
@@ -70,6 +71,18 @@ def test_printer_columns_as_upstream() -> None:
         ("State", "string", ".status.state"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
+
+
+def test_wide_printer_columns_show_the_benchmark() -> None:
+    columns = generate_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = [(c["name"], c["jsonPath"]) for c in columns if c.get("priority") == 1]
+    assert wide == [
+        ("PeakTokensPerMin", ".status.performance.metrics.peakTokensPerMinute.value"),
+        ("TTFT-ms", ".status.performance.metrics.timeToFirstToken.value"),
+        ("TokensPerSecPerStream", ".status.performance.metrics.tokensPerSecondPerStream.value"),
+        ("Benchmark", '.status.conditions[?(@.type=="BenchmarkCompleted")].status'),
+    ]
+    assert [c["name"] for c in columns][-1] == "Age"  # kubectl -o wide: the figures come before Age
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -88,7 +101,8 @@ def test_schema_is_structural() -> None:
     for path, node in _walk(schema):
         assert "$ref" not in node and "anyOf" not in node and "allOf" not in node, path
         assert "type" in node, f"{path or '<root>'} has no type"
-        assert "nullable" not in node and "default" not in node and "title" not in node, path
+        assert "nullable" not in node and "title" not in node, path
+        assert "default" not in node or path.endswith(".preset.accessMode"), path  # as upstream's CRD
         if "properties" in node:
             assert "additionalProperties" not in node, path
         if node["type"] == "object" and "properties" not in node and "additionalProperties" not in node:

@@ -237,13 +237,6 @@ INVALID = [
         id="token-missing",
     ),
     pytest.param(
-        {"inference.preset.presetOptions": {"modelAccessSecret": "hf-token"}},
-        None,
-        SECRET_PATH,
-        "without a token",
-        id="token-unneeded",
-    ),
-    pytest.param(
         {"inference": LLAMA, "resource.instanceType": "Standard_NC80adis_H100_v5"},
         ValidationContext(secrets={}),
         SECRET_PATH,
@@ -273,10 +266,10 @@ INVALID = [
         id="type-unknown",
     ),
     pytest.param(
-        {"inference": LLAMA, "resource.instanceType": "Standard_NC24ads_A100_v4", "resource.count": 1},
+        {"inference": {"preset": {"name": "deepseek-r1-0528"}}, "resource.instanceType": "g5.xlarge"},
         None,
         "resource.instanceType",
-        "Standard_NC48ads_A100_v4 (2 x A100-80GB-PCIe, 160 GiB)",
+        "p5e.48xlarge (8 x H200, 1128 GiB)",
         id="too-small",
     ),
     pytest.param(
@@ -465,20 +458,29 @@ def test_invalid(change: dict[str, Any], context: ValidationContext | None, path
     assert words in message
 
 
+DEEPSEEK = {"preset": {"name": "deepseek-r1-0528"}}
+
+
 def test_too_small_message_says_how_to_bypass_and_passes_with_it() -> None:
-    change = {"inference": LLAMA, "resource.instanceType": "Standard_NC24ads_A100_v4", "resource.count": 1}
+    change = {"inference": DEEPSEEK, "resource.instanceType": "Standard_NV36ads_A10_v5"}
     [error] = validate(make(change))
-    assert "131.4 GiB" in error.message and "80 GiB" in error.message
+    assert "641.3 GiB" in error.message and "even 16 x Standard_NV36ads_A10_v5 (384 GiB)" in error.message
     assert 'kaito.sh/bypass-resource-checks: "True"' in error.message
     fits = error.message.split("instance types that fit: ")[1]
-    assert fits.index("Standard_NC48ads_A100_v4") < fits.index("Standard_NC80adis_H100_v5"), "smallest first"
+    assert fits.startswith("Standard_ND96isr_H200_v5 (8 x H200, 1128 GiB)")
     assert validate(make({**change, "metadata.annotations": {BYPASS: "True"}})) == []
 
 
+def test_count_below_the_need_is_admitted_as_upstream() -> None:
+    # upstream admits it; the planner uses the node count the model needs and says why
+    change = {"inference": LLAMA, "resource.instanceType": "Standard_NC24ads_A100_v4", "resource.count": 1}
+    assert validate(make(change)) == []
+
+
 def test_suggestions_prefer_the_same_cloud() -> None:
-    change = {"inference": LLAMA, "resource.instanceType": "g5.xlarge", "resource.count": 1}
+    change = {"inference": DEEPSEEK, "resource.instanceType": "g5.xlarge"}
     [error] = validate(make(change))
-    assert "g5.48xlarge" in error.message
+    assert "p5e.48xlarge" in error.message
     assert "Standard_" not in error.message.split("instance types that fit: ")[1].split(";")[0]
 
 
@@ -568,6 +570,31 @@ def test_immutable_on_update(change: dict[str, Any], path: str) -> None:
     assert any(w in next(e.message for e in errors if e.path == path) for w in ("cannot", "not supported"))
     if path != "tuning":
         assert validate(make(change)) == [], "the change alone is valid: only the update rule refuses it"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "allowed"),
+    [
+        pytest.param("", "Standard_NC40ads_H100_v5", True, id="set-when-empty"),
+        pytest.param("Standard_NC40ads_H100_v5", "", True, id="cleared-for-own-nodes"),
+        pytest.param("Standard_NC40ads_H100_v5", "Standard_NC24ads_A100_v4", False, id="changed"),
+    ],
+)
+def test_instance_type_update_rules_follow_upstream(before: str, after: str, allowed: bool) -> None:
+    def with_type(name: str) -> Workspace:
+        return make({"resource.instanceType": name or None})
+
+    errors = validate(with_type(after), old=with_type(before))
+    assert ("resource.instanceType" not in paths(errors)) is allowed
+
+
+def test_partition_cannot_change_on_update() -> None:
+    mig = {"resource.instanceType": None, "resource.partition": {"mode": "mig", "profile": "3g.40gb"}}
+    old = make(mig)
+    new = make({**mig, "resource.partition": {"mode": "mig", "profile": "1g.10gb"}})
+    assert validate(old) == []
+    assert "resource.partition" in paths(validate(new, old=old))
+    assert "resource.partition" not in paths(validate(make(mig), old=old))
 
 
 def test_template_cannot_be_unset_on_update() -> None:

@@ -25,8 +25,14 @@ class Behaviour:
     send_usage: bool = True
     words: tuple[str, ...] = ("Hello", " from", " the", " stand-in", ".")
     delay_s: float = 0.0
+    first_delay_s: float = 0.0  # before the answer starts (the headers), as a model reads the prompt
+    cut_after: int | None = None  # drop the connection after this many words, without a finish
     api_key: str | None = None
     model: str = "standin-model"
+    # a request that is not streamed (a title): this text, or this error status, after this delay
+    complete_text: str = "Greeting from the stand-in"
+    complete_status: int = 200
+    complete_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
 
@@ -75,6 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
         b.requests.append(body)
         if not self._authorized():
             return
+        if self.path == "/tokenize":
+            self._json(200, {"count": 11, "max_model_len": 2048, "tokens": list(range(11))})
+            return
         if b.chat_failures_before_success > 0:
             b.chat_failures_before_success -= 1
             self._json(
@@ -94,13 +103,20 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
+        if not body.get("stream"):
+            self._complete(b, body)
+            return
+        time.sleep(b.first_delay_s)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         created = int(time.time())
         words = b.words[: int(body.get("max_tokens") or len(b.words))]
         try:
-            for word in words:
+            for i, word in enumerate(words):
+                if b.cut_after is not None and i == b.cut_after:
+                    self.close_connection = True
+                    return
                 chunk = {
                     "id": "c1",
                     "object": "chat.completion.chunk",
@@ -138,6 +154,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             return
+
+    def _complete(self, b: Behaviour, body: dict[str, Any]) -> None:
+        time.sleep(b.complete_delay_s)
+        if b.complete_status != 200:
+            error = {
+                "message": "the stand-in fails this",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+            self._json(b.complete_status, {"error": error})
+            return
+        words = len(b.complete_text.split())
+        self._json(
+            200,
+            {
+                "id": "c2",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": b.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": b.complete_text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 11, "completion_tokens": words, "total_tokens": 11 + words},
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from pykaito.apps.history import HistoryError, HistoryStore, data_dir, title_from
+from pykaito.apps.export import to_json, to_markdown, to_pdf
+from pykaito.apps.history import (
+    ConversationGone,
+    HistoryError,
+    HistoryStore,
+    chat_turns,
+    data_dir,
+    date_group,
+    plural,
+    title_from,
+)
 from pykaito.client.chat import ReplyStats
 from pykaito.errors import InputError
 
@@ -55,7 +66,46 @@ def test_first_question_titles_the_conversation() -> None:
     store = HistoryStore()
     conv_id = chat(store, "How do I size   a GPU\nfor phi-4?", "Use the planner.")
     assert store.get(conv_id).title == "How do I size a GPU for phi-4?"
-    assert title_from("x" * 100).endswith("…") and len(title_from("x" * 100)) == 60
+
+
+@pytest.mark.parametrize(
+    ("prompt", "title"),
+    [
+        pytest.param("x" * 100, "x" * 39 + "…", id="one-long-word"),
+        pytest.param("Hello! Tell me a fun fact about octopuses.", "Hello!", id="first-sentence"),
+        pytest.param(
+            "Explain how Kubernetes operators reconcile custom resources in detail",
+            "Explain how Kubernetes operators…",
+            id="cut-at-a-word",
+        ),
+        pytest.param("   ", "New chat", id="blank"),
+    ],
+)
+def test_titles_are_short(prompt: str, title: str) -> None:
+    assert title_from(prompt) == title
+    assert len(title_from(prompt)) <= 40
+
+
+@pytest.mark.parametrize(
+    ("day", "group"),
+    [
+        pytest.param("2026-11-30T10:00:00", "Today", id="today"),
+        pytest.param("2026-11-29T23:00:00", "Yesterday", id="yesterday"),
+        pytest.param("2026-11-24T12:00:00", "Previous 7 days", id="week"),
+        pytest.param("2026-11-20T12:00:00", "Older", id="older"),
+        pytest.param("garbage", "Older", id="unreadable"),
+    ],
+)
+def test_date_groups(day: str, group: str) -> None:
+    assert date_group(day, today=date(2026, 11, 30)) == group
+
+
+def test_plurals() -> None:
+    assert [plural(1, "message"), plural(2, "message"), plural(1, "reply", "replies")] == [
+        "1 message",
+        "2 messages",
+        "1 reply",
+    ]
 
 
 def test_list_is_most_recent_first_and_resumes() -> None:
@@ -100,7 +150,10 @@ def test_ambiguous_prefix_is_refused() -> None:
         pytest.param("kubernetes", ["k8s"], id="message-text"),
         pytest.param("KUBERNETES", ["k8s"], id="case-insensitive"),
         pytest.param("Recipes", ["cooking"], id="title"),
-        pytest.param("100%", ["percent"], id="like-wildcards-are-literal"),
+        pytest.param("operat", ["k8s"], id="word-prefix"),
+        pytest.param("operators kubernetes", ["k8s"], id="all-words-any-order"),
+        pytest.param('100% "sure', ["percent"], id="punctuation-is-not-query-syntax"),
+        pytest.param("100%", ["percent", "plain"], id="title-match-first"),
         pytest.param("nothing-like-this", [], id="no-match"),
     ],
 )
@@ -116,14 +169,26 @@ def test_search(query: str, expected: list[str]) -> None:
     hits = store.search(query)
     by_id = {v: k for k, v in names.items()}
     assert [by_id[h.conversation.id] for h in hits] == expected
-    if expected == ["k8s"]:
-        assert "Kubernetes" in hits[0].snippet
+    if expected == ["k8s"] and query != "operat":
+        assert "**Kubernetes**" in hits[0].snippet
+
+
+def test_search_ranks_by_relevance_and_forgets_deleted_messages() -> None:
+    store = HistoryStore()
+    once = chat(store, "a question about gpus and other things entirely unrelated to it", "ok")
+    often = chat(store, "gpus gpus gpus", "gpus")
+    assert [h.conversation.id for h in store.search("gpus")] == [often, once]
+    store.delete(often)
+    assert [h.conversation.id for h in store.search("gpus")] == [once]
+    (_, reply) = store.messages(once)
+    store.delete_message(reply.id)
+    assert store.search("ok") == []
 
 
 def test_export_markdown() -> None:
     store = HistoryStore()
     conv_id = chat(store, "Show code", "```python\nprint('hi')\n```")
-    text = store.export_markdown(conv_id)
+    text = to_markdown(store, conv_id)
     assert text.startswith("# Show code\n")
     assert "- Model: `m1`" in text
     assert "## System\n\nBe brief.\n" in text
@@ -135,7 +200,7 @@ def test_export_markdown() -> None:
 def test_export_json_round_trips() -> None:
     store = HistoryStore()
     conv_id = chat(store, "Grüße", "Hallo")
-    document = json.loads(store.export_json(conv_id))
+    document = json.loads(to_json(store, conv_id))
     assert document["conversation"]["id"] == conv_id
     assert document["conversation"]["system_prompt"] == "Be brief."
     assert [m["content"] for m in document["messages"]] == ["Grüße", "Hallo"]
@@ -148,3 +213,130 @@ def test_unwritable_home_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.
     blocker.write_text("not a directory")
     with pytest.raises(HistoryError, match="cannot open the history database"):
         HistoryStore(blocker / "history.db")
+
+
+def test_branches_keep_edited_questions_and_regenerated_replies() -> None:
+    store = HistoryStore()
+    conv_id = chat(store, "first", "answer one")
+    question, first_reply = store.messages(conv_id)
+    # regenerate: a sibling reply; the old one stays reachable
+    store.rewind(conv_id, question.id)
+    store.add_message(conv_id, "assistant", "answer two")
+    assert [m.content for m in store.messages(conv_id)] == ["first", "answer two"]
+    second_reply = store.messages(conv_id)[1]
+    assert store.branches(second_reply).ids == (first_reply.id, second_reply.id)
+    assert store.branches(second_reply).index == 1
+    store.add_message(conv_id, "user", "follow-up")
+    # edit the first question: a new branch from the start
+    store.add_message(conv_id, "user", "first, edited", parent_id=None, branch=True)
+    store.add_message(conv_id, "assistant", "answer three")
+    assert [m.content for m in store.messages(conv_id)] == ["first, edited", "answer three"]
+    # switch back: the branch through the old question, down to its latest message
+    store.show_branch(conv_id, question.id)
+    assert [m.content for m in store.messages(conv_id)] == ["first", "answer two", "follow-up"]
+    store.show_branch(conv_id, first_reply.id)
+    assert [m.content for m in store.messages(conv_id)] == ["first", "answer one"]
+    # delete a message: it and what followed it go, the branch shows its parent
+    store.show_branch(conv_id, second_reply.id)
+    store.delete_message(second_reply.id)
+    assert [m.content for m in store.messages(conv_id)] == ["first"]
+    assert [m.content for m in to_json_messages(store, conv_id)] == ["first"]
+
+
+def to_json_messages(store: HistoryStore, conv_id: str) -> list[object]:
+    class Item:
+        def __init__(self, content: str) -> None:
+            self.content = content
+
+    return [Item(m["content"]) for m in json.loads(to_json(store, conv_id))["messages"]]
+
+
+def test_interrupted_replies_keep_their_reason_and_empty_ones_are_not_sent() -> None:
+    store = HistoryStore()
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "q1")
+    store.add_message(conv.id, "assistant", "", finish_reason="stopped")
+    store.add_message(conv.id, "user", "q2")
+    store.add_message(conv.id, "assistant", "partial", finish_reason="error")
+    messages = store.messages(conv.id)
+    assert [m.finish_reason for m in messages] == [None, "stopped", None, "error"]
+    assert chat_turns(messages) == [
+        {"role": "user", "content": "q1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "partial"},
+    ]
+    text = to_markdown(store, conv.id)
+    assert "*stopped*" in text and "*interrupted: the connection to the server was lost*" in text
+
+
+def test_a_conversation_deleted_elsewhere_is_a_clear_error() -> None:
+    mine, theirs = HistoryStore(), HistoryStore()
+    conv = mine.create_conversation()
+    mine.add_message(conv.id, "user", "hello")
+    theirs.delete(conv.id)
+    with pytest.raises(ConversationGone, match="was deleted"):
+        mine.add_message(conv.id, "assistant", "late reply")
+    with pytest.raises(ConversationGone, match="was deleted"):
+        mine.update_settings(conv.id, model="m")
+    with pytest.raises(ConversationGone):
+        mine.messages(conv.id)
+
+
+def test_sqlite_errors_become_history_errors(kaito_home: Path) -> None:
+    store = HistoryStore()
+    (kaito_home / "history.db").unlink()
+    (kaito_home / "history.db").mkdir()  # the file turned into a directory under us
+    with pytest.raises(HistoryError, match="history database") as caught:
+        store.list_conversations()
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_update_settings_keeps_what_is_not_given() -> None:
+    store = HistoryStore()
+    conv = store.create_conversation(model="m1", system_prompt="Be brief.", params={"temperature": 0.2})
+    store.update_settings(conv.id, model="m2")
+    again = store.get(conv.id)
+    assert (again.model, again.system_prompt, again.params) == ("m2", "Be brief.", {"temperature": 0.2})
+    store.update_settings(conv.id, system_prompt="")
+    assert store.get(conv.id).system_prompt is None
+
+
+def test_an_older_database_is_migrated_in_place(kaito_home: Path) -> None:
+    path = kaito_home / "history.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL, created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL, model TEXT, system_prompt TEXT, params TEXT NOT NULL DEFAULT '{}');
+            CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, conversation_id TEXT NOT NULL
+                REFERENCES conversations(id) ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL,
+                created_at TEXT NOT NULL, model TEXT, params TEXT NOT NULL DEFAULT '{}',
+                prompt_tokens INTEGER, completion_tokens INTEGER, ttft_s REAL, duration_s REAL,
+                tokens_per_s REAL, finish_reason TEXT);
+            INSERT INTO conversations VALUES ('abc', 'Old one', '2026-01-01T00:00:00+00:00',
+                '2026-01-01T00:00:00+00:00', NULL, NULL, '{}');
+            INSERT INTO messages (conversation_id, role, content, created_at)
+                VALUES ('abc', 'user', 'old question about tensors', '2026-01-01T00:00:00+00:00'),
+                       ('abc', 'assistant', 'old answer', '2026-01-01T00:00:01+00:00');
+            """
+        )
+    db.close()
+    store = HistoryStore()
+    assert [m.content for m in store.messages("abc")] == ["old question about tensors", "old answer"]
+    assert [h.conversation.id for h in store.search("tensors")] == ["abc"]
+    store.add_message("abc", "user", "new question")
+    assert len(store.messages("abc")) == 3
+    HistoryStore()  # a second open does not migrate again
+
+
+def test_pdf_export_is_a_real_pdf_with_the_text() -> None:
+    store = HistoryStore()
+    conv_id = chat(store, "Grüße aus Köln — 東京?", "```python\nprint('hi')\n```\nDone.")
+    data = to_pdf(store, conv_id)
+    assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF")
+    import io
+
+    from pypdf import PdfReader
+
+    text = PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    assert "Grüße aus Köln" in text and "print('hi')" in text and "Done." in text

@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from pykaito.apps.export import to_json
 from pykaito.apps.history import HistoryStore
 from tests.apps.standin import Behaviour, standin_server
 
@@ -97,7 +98,7 @@ def test_two_turns_system_temperature_export(runtime_url: str, tmp_path: Path) -
     assert first.params is not None and first.params["temperature"] == 0.0
 
     text = out.read_text()
-    assert text.startswith("# Hello! What is the capital of France?")
+    assert text.startswith("# Hello!\n")  # a short title: the first sentence
     assert "## System\n\nYou are a pirate." in text
     assert text.count("## You · ") == 3 and text.count("## Assistant · ") == 3
     assert first.content.strip() in text
@@ -122,9 +123,19 @@ def test_multi_line_entry(runtime_url: str) -> None:
     assert HistoryStore().messages(conv.id)[0].content == "first line\nsecond line\nthird line"
 
 
-def test_pipe_mode_prints_one_reply(runtime_url: str) -> None:
+def test_pipe_mode_prints_one_reply_saved_with_save(runtime_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pykaito.cli.main", "chat", "--endpoint", runtime_url, "--max-tokens", "20"],
+        [
+            sys.executable,
+            "-m",
+            "pykaito.cli.main",
+            "chat",
+            "--endpoint",
+            runtime_url,
+            "--max-tokens",
+            "20",
+            "--save",
+        ],
         input="Say hi.\n",
         capture_output=True,
         text=True,
@@ -174,6 +185,7 @@ def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(slow_server: str) -> None:
         child.sendintr()
         child.expect(r"\[stopped\]")
         wait_prompt(child)
+        command(child, "/stats", r"tokens: 11 prompt \+ \d+ completion")  # the stopped reply's prompt
         command(child, "/max-tokens 3", "max-tokens = 3")
         ask(child, "and now briefly")
         child.sendline("/exit")
@@ -222,6 +234,7 @@ def test_history_survives_kill_9_mid_reply(slow_server: str) -> None:
     try:
         again.expect("resumed")
         again.expect("Name a colour")
+        again.expect(r"\[no reply: the chat ended before it came\]")
         wait_prompt(again)
         ask(again, "Another one?")
         again.sendline("/exit")
@@ -229,5 +242,5 @@ def test_history_survives_kill_9_mid_reply(slow_server: str) -> None:
     finally:
         again.close(force=True)
     assert [m.role for m in store.messages(conv.id)] == ["user", "assistant", "user", "user", "assistant"]
-    exported = json.loads(store.export_json(conv.id))
+    exported = json.loads(to_json(store, conv.id))
     assert exported["messages"][1]["content"] == " word0 word1 word2"

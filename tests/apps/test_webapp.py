@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pykaito.apps.export import to_json
 from pykaito.apps.history import HistoryStore
 from tests.apps.standin import Behaviour, standin_server
 from tests.netutil import free_port
@@ -120,16 +121,17 @@ def test_conversation_is_saved_listed_and_resumed(standin: Behaviour) -> None:
     fresh = AppTest.from_file(WEBAPP, default_timeout=30)
     fresh.query_params["c"] = conv.id
     fresh.run()
-    assert fresh.title[0].value == "first question"
+    assert fresh.subheader[0].value == "first question"
     assert len(fresh.chat_message) == 4
     # with the settings it was last used with
     assert widget_by_label(fresh.selectbox, "System prompt").value == "Concise"  # type: ignore[attr-defined]
     assert widget_by_label(fresh.slider, "Temperature").value == 0.3  # type: ignore[attr-defined]
     assert "first question" in [b.label for b in fresh.sidebar.button]
+    assert "Today" in [c.value for c in fresh.sidebar.caption]  # the list is grouped by date
     # New chat empties the page; the conversation stays in the sidebar
     widget_by_label(fresh.sidebar.button, "New chat").click()  # type: ignore[attr-defined]
     fresh.run()
-    assert fresh.title[0].value == "New chat" and not fresh.chat_message
+    assert fresh.subheader[0].value == "New chat" and not fresh.chat_message
     widget_by_label(fresh.sidebar.button, "first question").click()  # type: ignore[attr-defined]
     fresh.run()
     assert len(fresh.chat_message) == 4
@@ -140,27 +142,24 @@ def test_rename_delete_and_export(standin: Behaviour) -> None:
     at.chat_input[0].set_value("export me").run()
     conv = HistoryStore().list_conversations()[0]
     labels = [d.label for d in at.get("download_button")]
-    assert labels == ["Markdown", "JSON"]
-    urls = [d.proto.url for d in at.get("download_button")]
-    assert urls[0].endswith(".md") and urls[1].endswith(".json")
-    exported = json.loads(HistoryStore().export_json(conv.id))
+    assert labels == ["Markdown", "JSON", "PDF"]
+    exported = json.loads(to_json(HistoryStore(), conv.id))
     assert [m["content"] for m in exported["messages"]] == ["export me", "Hello from the stand-in."]
 
     widget_by_label(at.text_input, "Title").set_value("Renamed chat")  # type: ignore[attr-defined]
     widget_by_label(at.button, "Rename").click()  # type: ignore[attr-defined]
     at.run()
     assert HistoryStore().get(conv.id).title == "Renamed chat"
-    assert at.title[0].value == "Renamed chat"
+    assert at.subheader[0].value == "Renamed chat"
 
-    widget_by_label(at.button, "Delete").click()  # type: ignore[attr-defined]
-    at.run()
+    at.button(key="delete").click().run()
     assert "Delete this conversation for good?" in at.warning[0].value
     assert HistoryStore().list_conversations()  # not yet
     [yes] = [b for b in at.button if b.key == "delete-yes"]
     yes.click()
     at.run()
     assert HistoryStore().list_conversations() == []
-    assert at.title[0].value == "New chat"
+    assert at.subheader[0].value == "New chat"
 
 
 def test_sidebar_search(standin: Behaviour) -> None:
@@ -173,6 +172,7 @@ def test_sidebar_search(standin: Behaviour) -> None:
     at.run()
     titles = [b.label for b in at.sidebar.button if b.key and b.key.startswith("conv-")]
     assert titles == ["pasta recipes"]
+    assert "**pasta** recipes" in [c.value for c in at.sidebar.caption]  # the snippet, match in bold
 
 
 def test_reply_error_is_shown_not_raised(standin: Behaviour) -> None:
@@ -190,3 +190,106 @@ def test_guide_example_runs_the_packaged_app(standin: Behaviour) -> None:
     assert at.sidebar.title[0].value == "pykaito chat"
     at.chat_input[0].set_value("hi").run()
     assert "Hello from the stand-in." in [m.value for m in at.markdown]
+
+
+def button(at: AppTest, label: str, index: int = -1) -> object:
+    found = [b for b in at.button if b.label == label]
+    assert found, f"no button {label!r} in {[b.label for b in at.button]}"
+    return found[index]
+
+
+def test_retry_edit_branches_and_delete(standin: Behaviour) -> None:
+    at = app()
+    at.chat_input[0].set_value("first question").run()
+    store = HistoryStore()
+    (conv,) = store.list_conversations()
+    # Retry: a second reply next to the first, with ‹ 2/2 › to switch between them
+    standin.words = ("Another", " answer.")
+    button(at, "Retry").click()  # type: ignore[attr-defined]
+    at.run()
+    assert not at.exception
+    assert [m.content for m in store.messages(conv.id)] == ["first question", "Another answer."]
+    assert "2/2" in [c.value for c in at.caption]
+    button(at, "‹").click()  # type: ignore[attr-defined]
+    at.run()
+    assert [m.content for m in store.messages(conv.id)][1] == "Hello from the stand-in."
+    assert "1/2" in [c.value for c in at.caption]
+    # Edit the question and send it: a new branch; the old one stays reachable
+    [edit] = [t for t in at.text_area if t.label == "Edit the question"]
+    edit.set_value("first question, edited")
+    button(at, "Send", 0).click()  # type: ignore[attr-defined]
+    at.run()
+    assert not at.exception
+    assert [m.content for m in store.messages(conv.id)] == ["first question, edited", "Another answer."]
+    assert standin.requests[-1]["messages"][-1] == {"role": "user", "content": "first question, edited"}
+    assert "2/2" in [c.value for c in at.caption]
+    # Delete the reply: it goes, the question stays
+    reply = store.messages(conv.id)[1]
+    at.button(key=f"del-{reply.id}").click().run()
+    assert [m.content for m in store.messages(conv.id)] == ["first question, edited"]
+
+
+def test_a_cut_reply_is_kept_with_its_reason_and_can_be_continued(standin: Behaviour) -> None:
+    standin.words = tuple(f" w{i}" for i in range(10))
+    standin.cut_after = 4
+    at = app()
+    at.chat_input[0].set_value("talk").run()
+    store = HistoryStore()
+    (conv,) = store.list_conversations()
+    _, cut = store.messages(conv.id)
+    assert (cut.content, cut.finish_reason) == (" w0 w1 w2 w3", "error")
+    assert any("interrupted: the connection to the server was lost" in c.value for c in at.caption)
+    standin.cut_after = None
+    standin.words = (" w4", " w5.")
+    button(at, "Continue").click()  # type: ignore[attr-defined]
+    at.run()
+    assert not at.exception
+    *_, sent_partial, sent_ask = standin.requests[-1]["messages"]
+    assert sent_partial == {"role": "assistant", "content": " w0 w1 w2 w3"}
+    assert sent_ask["role"] == "user" and "Continue" in sent_ask["content"]
+    assert [m.content for m in store.messages(conv.id)] == ["talk", " w0 w1 w2 w3 w4 w5."]
+
+
+def test_the_demo_model_is_named_as_such(standin: Behaviour) -> None:
+    standin.model = "smollm2-135m-instruct"
+    at = app()
+    assert any("small demo model" in c.value and "kaito up --model" in c.value for c in at.caption)
+    standin.model = "phi-4-mini-instruct"
+    cached_clear()
+    at = app()
+    assert not any("small demo model" in c.value for c in at.caption)
+
+
+def cached_clear() -> None:
+    import streamlit as st
+
+    st.cache_data.clear()
+
+
+def test_a_conversation_deleted_elsewhere_is_a_message_not_a_traceback(standin: Behaviour) -> None:
+    at = app()
+    at.chat_input[0].set_value("hello").run()
+    store = HistoryStore()
+    (conv,) = store.list_conversations()
+    store.delete(conv.id)  # as the terminal chat or another tab would
+    at.run()
+    assert not at.exception
+    assert any("was deleted" in e.value for e in at.error)
+    assert at.subheader[0].value == "New chat"
+
+
+def test_history_is_readable_with_the_server_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = HistoryStore()
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "saved question")
+    store.add_message(conv.id, "assistant", "saved answer")
+    monkeypatch.setenv("KAITO_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    at = AppTest.from_file(WEBAPP, default_timeout=30)
+    at.query_params["c"] = conv.id
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.markdown if m.value in ("saved question", "saved answer")] == [
+        "saved question",
+        "saved answer",
+    ]
+    assert at.chat_input[0].disabled

@@ -24,20 +24,29 @@ REFERENCE = {
         "meta-llama/Llama-3.3-70B-Instruct", 131.42, 131072, 327680, "llama3_json", None
     ),
     "deepseek-r1-distill-llama-8b": (
-        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", 14.96, 131072, 131072, None, "deepseek_r1"
+        "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", 14.96, 131072, 131072, "deepseek_v3", "deepseek_r1"
     ),
     "deepseek-r1-distill-qwen-14b": (
-        "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", 27.51, 131072, 196608, None, "deepseek_r1"
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", 27.51, 131072, 196608, "deepseek_v3", "deepseek_r1"
     ),
     "qwen2.5-coder-7b-instruct": ("Qwen/Qwen2.5-Coder-7B-Instruct", 14.19, 32768, 57344, "hermes", None),
     "qwen2.5-coder-32b-instruct": ("Qwen/Qwen2.5-Coder-32B-Instruct", 61.03, 32768, 262144, "hermes", None),
     "gpt-oss-20b": ("openai/gpt-oss-20b", 25.63, 131072, 49152, "openai", "openai_gptoss"),
     "gpt-oss-120b": ("openai/gpt-oss-120b", 121.54, 131072, 73728, "openai", "openai_gptoss"),
-    "gemma-3-4b-instruct": ("google/gemma-3-4b-it", 8.01, 131072, 139264, None, None),
-    "gemma-3-27b-instruct": ("google/gemma-3-27b-it", 51.10, 131072, 507904, None, None),
+    "gemma-3-4b-instruct": ("google/gemma-3-4b-it", 8.01, 131072, 139264, "functiongemma", None),
+    "gemma-3-27b-instruct": ("google/gemma-3-27b-it", 51.10, 131072, 507904, "functiongemma", None),
     "mistral-7b-instruct": ("mistralai/Mistral-7B-Instruct-v0.3", 13.50, 32768, 131072, "mistral", None),
     "deepseek-r1-0528": ("deepseek-ai/DeepSeek-R1-0528", 641.30, 163840, 70272, "deepseek_v3", "deepseek_r1"),
-    "deepseek-v3-0324": ("deepseek-ai/DeepSeek-V3-0324", 641.30, 163840, 70272, "deepseek_v3", None),
+    "deepseek-v3-0324": ("deepseek-ai/DeepSeek-V3-0324", 641.30, 163840, 70272, "deepseek_v3", "deepseek_v3"),
+    "mistral-7b": ("mistralai/Mistral-7B-v0.3", 13.50, 32768, 131072, "mistral", None),
+    "ministral-3-3b-instruct": ("mistralai/Ministral-3-3B-Instruct-2512", 4.35, 262144, 106496, None, None),
+    "ministral-3-8b-instruct": ("mistralai/Ministral-3-8B-Instruct-2512", 9.70, 262144, 139264, None, None),
+    "ministral-3-14b-instruct": (
+        "mistralai/Ministral-3-14B-Instruct-2512", 14.65, 262144, 163840, None, None
+    ),
+    "mistral-large-3-675b-instruct": (
+        "mistralai/Mistral-Large-3-675B-Instruct-2512", 634.70, 294912, 70272, "mistral", None
+    ),
 }  # fmt: skip
 TOKEN_NEEDED = {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct"}
 
@@ -51,8 +60,7 @@ def test_presets_match_the_reference_table(name: str) -> None:
     assert preset.tool_call_parser == tool_parser
     assert preset.download_token_required == (name in TOKEN_NEEDED)
     assert "vllm" in preset.runtimes
-    if name.startswith("deepseek-r1"):
-        assert preset.reasoning_parser == "deepseek_r1"
+    assert preset.reasoning_parser == _reasoning
 
 
 @pytest.mark.parametrize("name", sorted(p for p in CATALOG.presets if CATALOG.presets[p].kv_heads))

@@ -133,11 +133,15 @@ def test_missing_directory_and_bad_references(tmp_path: Path) -> None:
     assert not is_hf_id("phi-4")
 
 
-def test_hub_offline_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from huggingface_hub import constants
+def test_hub_ids_are_read_through_the_lookup_given() -> None:
+    asked: list[str] = []
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(CatalogError, match=r"cannot be reached .* not in the local cache") as caught:
-        describe_model("example-org/example-model", cache_dir=tmp_path / "hub-cache")
-    assert caught.value.__cause__ is not None  # raised from the hub's own exception
+    def hub(model_id: str) -> tuple[dict[str, object], int]:
+        asked.append(model_id)
+        return dict(LLAMA_8B_CONFIG), LLAMA_8B_BYTES
+
+    preset = describe_model("example-org/example-model", hub=hub)
+    assert asked == ["example-org/example-model"]
+    assert (preset.source, preset.model_id, preset.layers) == ("huggingface", "example-org/example-model", 32)
+    with pytest.raises(CatalogError, match="no hub lookup was given"):
+        describe_model("example-org/example-model")

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from pykaito.cli import output
 from tests.cli.conftest import Kaito
 
 
@@ -15,7 +16,7 @@ def test_presets_json(kaito: Kaito) -> None:
     assert result.code == 0
     data = json.loads(result.out)
     by_name = {p["name"]: p for p in data}
-    assert len(by_name) == 21
+    assert len(by_name) == 26
     assert by_name["phi-4-mini-instruct"]["model_id"] == "microsoft/Phi-4-mini-instruct"
     assert by_name["llama-3.3-70b-instruct"]["download_token_required"] is True
     assert by_name["smollm2-135m-instruct"]["runtimes"] == ["llamacpp"]
@@ -45,7 +46,7 @@ def test_presets_filters(kaito: Kaito, args: list[str], expected: set[str]) -> N
 
 
 def test_presets_table(kaito: Kaito) -> None:
-    result = kaito("presets", "gpt-oss")
+    result = kaito("presets", "gpt-oss", "-o", "wide")
     assert result.code == 0
     assert "2 model presets" in result.out
     for text in ("gpt-oss-20b", "openai/gpt-oss-120b", "121.54", "tools: openai, reasoning: openai_gptoss"):
@@ -77,3 +78,21 @@ def test_version(kaito: Kaito) -> None:
     result = kaito("version")
     assert result.code == 0
     assert result.out.strip() == "pykaito 0.1.0 (Workspace API kaito.sh/v1beta1)"
+
+
+@pytest.mark.parametrize("command", ["presets", "instance-types"])
+def test_tables_fit_80_columns_and_explain_their_columns(
+    kaito: Kaito, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setattr(output.console, "width", 80)
+    result = kaito(command)
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = [item["name"] for item in json.loads(kaito(command, "-o", "json").out)]
+    rule = next(i for i, line in enumerate(lines) if line.strip().startswith("──"))
+    body = [line for line in lines[rule + 1 :] if line.strip()][: len(names)]
+    # one line per row, each starting with its whole name: nothing folded onto a second line
+    assert [line.split()[0] for line in body] == names
+    assert "-o wide" in result.out
+    assert "GiB" in result.out and ("GiB: size" in result.out or "GiB/GPU: memory" in result.out)

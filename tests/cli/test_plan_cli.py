@@ -199,7 +199,7 @@ resource:
 """
 
 
-def test_plan_file_picks_the_node_count_or_refuses_a_count_too_small(kaito: Kaito, tmp_path: Path) -> None:
+def test_plan_file_picks_the_node_count_and_notes_a_count_too_small(kaito: Kaito, tmp_path: Path) -> None:
     chosen = tmp_path / "chosen.yaml"
     chosen.write_text(LLAMA_70B.format(count=""))
     result = kaito("plan", "-f", str(chosen), "-o", "json")
@@ -208,5 +208,7 @@ def test_plan_file_picks_the_node_count_or_refuses_a_count_too_small(kaito: Kait
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text(LLAMA_70B.format(count="  count: 2\n"))
     result = kaito("plan", "-f", str(fixed))
-    assert result.code == 2
-    assert "resource.count 2 is too few" in result.err and "set resource.count to 3" in result.err
+    # as upstream admits it: the planner's 3 nodes are used and a note says why
+    assert result.code == 0, result.err
+    assert "note: resource.count 2 is below what llama-3.3-70b-instruct needs" in " ".join(result.out.split())
+    assert "3 nodes are used instead" in " ".join(result.out.split())

@@ -176,3 +176,20 @@ def test_real_runtime_streams_with_usage(runtime_url: str) -> None:
     assert 0 < stats.completion_tokens <= 16
     assert stats.finish_reason in ("stop", "length")
     assert stats.ttft_s is not None and stats.ttft_s > 0
+    # the prompt's tokens, as /tokenize counts them, are what the usage report said
+    chat = [{"role": "user", "content": "Say hello."}]
+    with ChatClient(runtime_url) as client:
+        assert client.count_tokens(chat, models[0]) == stats.prompt_tokens
+
+
+def test_count_tokens_is_none_where_the_server_has_no_tokenize() -> None:
+    with ChatClient(f"http://127.0.0.1:{free_port()}") as client:
+        assert client.count_tokens([{"role": "user", "content": "hi"}]) is None
+
+
+def test_a_stream_that_ends_without_a_finish_reason_was_cut() -> None:
+    with standin_server(Behaviour(words=("a", "b", "c"), cut_after=2)) as (url, _), ChatClient(url) as client:
+        reply = client.stream_chat([{"role": "user", "content": "hi"}])
+        assert list(reply) == ["a", "b"]
+        reply.close()
+    assert reply.stats is not None and reply.stats.finish_reason == "error"

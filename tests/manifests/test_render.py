@@ -33,8 +33,10 @@ OWNER = {
 
 
 def inference_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
-    assert [c["name"] for c in containers] == ["inference"]
+    statefulset = by_kind(objects, "StatefulSet")
+    containers = statefulset["spec"]["template"]["spec"]["containers"]
+    # named after the Workspace, as upstream: `kubectl logs <pod> -c <workspace>` works
+    assert [c["name"] for c in containers] == [statefulset["metadata"]["name"]]
     return dict(containers[0])
 
 
@@ -90,6 +92,9 @@ def test_seed_probes_get_health_on_5000_and_startup_waits_for_the_weights() -> N
     assert startup["periodSeconds"] == 10
     assert startup["failureThreshold"] == 75
     assert container["livenessProbe"]["failureThreshold"] == 3
+    # no shorter than upstream's: liveness from 30 s, readiness every 10 s
+    assert container["livenessProbe"]["initialDelaySeconds"] >= 30
+    assert container["readinessProbe"]["periodSeconds"] >= 10
 
 
 @pytest.mark.parametrize(
@@ -123,6 +128,12 @@ def test_seed_volumes_tolerations_and_affinity() -> None:
     assert spec["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
         {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+        {
+            "key": "kubernetes.azure.com/scalesetpriority",
+            "operator": "Equal",
+            "value": "spot",
+            "effect": "NoSchedule",
+        },
     ]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms == {
@@ -155,9 +166,13 @@ def test_match_expressions_join_match_labels_in_the_affinity() -> None:
     ]
 
 
-def test_no_label_selector_means_no_affinity() -> None:
+def test_no_label_selector_means_no_required_affinity_only_the_provisioned_nodes_preferred() -> None:
     spec = pod_spec(render(workspace(resource={"instanceType": "Standard_NC40ads_H100_v5"}), seed_plan()))
-    assert "affinity" not in spec
+    affinity = spec["affinity"]["nodeAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity
+    [preferred] = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    expression = {"key": "kaito.sh/workspace", "operator": "In", "values": ["workspace-phi-4-mini"]}
+    assert preferred == {"weight": 100, "preference": {"matchExpressions": [expression]}}
 
 
 def test_seed_services() -> None:
@@ -166,7 +181,12 @@ def test_seed_services() -> None:
     assert svc["spec"] == {
         "type": "ClusterIP",
         "selector": {"kaito.sh/workspace": "workspace-phi-4-mini"},
-        "ports": [{"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"},
+            {"name": "ray", "port": 6379, "targetPort": 6379, "protocol": "TCP"},
+            {"name": "dashboard", "port": 8265, "targetPort": 8265, "protocol": "TCP"},
+        ],
+        "publishNotReadyAddresses": True,
     }
     headless = by_kind(objects, "Service", "workspace-phi-4-mini-headless")
     assert headless["spec"]["clusterIP"] == "None"
@@ -317,7 +337,7 @@ def test_secrets_are_referenced_never_copied() -> None:
     env = env_of(container)
     assert env["HF_TOKEN"] == {
         "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}},
+        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN", "optional": True}},
     }
     assert env["KAITO_API_KEY"] == {
         "name": "KAITO_API_KEY",

@@ -19,15 +19,29 @@ WS_PATH = "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces"
 MERGE = "application/merge-patch+json"
 
 
+async def send(
+    kube: KubeEmulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = MERGE,
+    token: str | None = None,
+) -> tuple[int, Any]:
+    """One request as the test's admin (or as the holder of ``token``): the status and the body."""
+    headers = {"Content-Type": content_type if method == "PATCH" else "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with kube.request(method, path, json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
 async def call(
     kube: KubeEmulator, method: str, path: str, body: Any = None, content_type: str = MERGE
 ) -> Any:
-    headers = {"Content-Type": content_type if method == "PATCH" else "application/json"}
-    async with kube.request(method, path, json=body, headers=headers) as response:
-        data = await response.json(content_type=None)
-        if response.status >= 400:
-            raise AssertionError(f"{method} {path}: {response.status} {data}")
-        return data
+    status, data = await send(kube, method, path, body, content_type)
+    if status >= 400:
+        raise AssertionError(f"{method} {path}: {status} {data}")
+    return data
 
 
 async def eventually(

@@ -233,7 +233,7 @@ async def test_connect_tunnels_to_the_pod_and_cleans_up_on_sigterm(
 ) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        str(KAITO), "connect", ready_seed, "--port", str(port),
+        str(KAITO), "connect", ready_seed, "--port", str(port), "--save", "tunnel",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
@@ -248,6 +248,12 @@ async def test_connect_tunnels_to_the_pod_and_cleans_up_on_sigterm(
         assert f"connected to workspace {ready_seed}" in transcript
         assert f"kaito chat --endpoint http://127.0.0.1:{port}" in transcript
         assert f"kaito ui --endpoint http://127.0.0.1:{port}" in transcript
+        assert "saved as connection tunnel" in transcript
+        from pykaito.apps.connections import ConnectionStore
+
+        saved = ConnectionStore().get("tunnel")
+        assert (saved.kind, saved.workspace, saved.namespace) == ("workspace", ready_seed, "default")
+        assert saved.url == f"http://127.0.0.1:{port}"
 
         def chat() -> Any:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)

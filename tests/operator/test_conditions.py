@@ -137,9 +137,7 @@ def observed(**changes: Any) -> Observed:
             State.PENDING,
             id="no-gpu-capacity",
         ),
-        pytest.param(
-            observed(nodeclaims=None), [True, True, True, True, True], State.READY, id="bring-your-own"
-        ),
+        pytest.param(observed(nodeclaims=None), [True, True, True, True], State.READY, id="bring-your-own"),
         pytest.param(
             observed(statefulset=None, pods=[]),
             [True, True, True, False, False],
@@ -165,8 +163,12 @@ def observed(**changes: Any) -> Observed:
 )
 def test_conditions_from_what_the_cluster_reports(seen: Observed, expected: list[bool], state: State) -> None:
     verdicts = conditions_from(seen)
+    # as upstream: bring-your-own nodes get no NodeClaimReady
+    claims = (
+        [ConditionType.NODE_CLAIM_READY] if seen.nodeclaims is not None or seen.nodeclaim_crd_missing else []
+    )
     assert [v.type for v in verdicts] == [
-        ConditionType.NODE_CLAIM_READY,
+        *claims,
         ConditionType.NODES_READY,
         ConditionType.RESOURCE_READY,
         ConditionType.INFERENCE_READY,
@@ -178,8 +180,21 @@ def test_conditions_from_what_the_cluster_reports(seen: Observed, expected: list
 
 def test_the_failing_reason_propagates_to_workspace_succeeded() -> None:
     verdicts = conditions_from(observed(pods=[pod(False, [waiting("CrashLoopBackOff")])]))
-    assert verdicts[3].reason == verdicts[4].reason == Reason.CRASH_LOOP
-    assert "keeps crashing" in verdicts[4].message
+    # upstream's reason on WorkspaceSucceeded; the failing condition's own reason and detail in its message
+    assert verdicts[3].reason == Reason.CRASH_LOOP
+    assert verdicts[4].reason == Reason.FAILED == "workspaceFailed"
+    assert (
+        verdicts[4].message.startswith("ContainerCrashLoopBackOff: ")
+        and "keeps crashing" in verdicts[4].message
+    )
+
+
+def test_upstream_reasons_when_serving_and_while_waiting() -> None:
+    ready = conditions_from(observed())
+    assert [v.reason for v in ready[-2:]] == ["WorkspaceInferenceStatusSuccess", "workspaceSucceeded"]
+    waiting = conditions_from(observed(pods=[pod(False)]))
+    assert waiting[-1].reason == Reason.PENDING == "workspacePending"
+    assert waiting[-1].message.startswith("PodsNotReady: ")
 
 
 def test_merge_keeps_transition_time_when_status_is_unchanged() -> None:

@@ -56,7 +56,9 @@ def test_vllm_data_parallel_and_overrides_last() -> None:
     assert argv[argv.index("--max-num-seqs") + 1] == "64"
     assert "--trust-remote-code" not in argv
     assert argv[-2:] == ["--swap-space", "8"]
-    assert argv[argv.index("--chat-template") + 1] == "/workspace/chat_templates/tool-chat-mistral.jinja"
+    assert "--chat-template" not in argv  # as upstream: Mistral's own tokenizer carries the template
+    assert argv[argv.index("--tokenizer-mode") + 1] == "mistral"
+    assert argv[argv.index("--load-format") + 1] == "mistral"
 
 
 @pytest.mark.parametrize(

@@ -133,15 +133,35 @@ def test_count_is_honoured_when_enough() -> None:
     )
 
 
-def test_count_too_small_is_refused_with_the_nodes_needed() -> None:
+def test_count_too_small_for_a_preset_plan_is_refused_with_the_nodes_needed() -> None:
+    # `kaito plan PRESET --count N` asks for exactly N nodes: too few is an error there
     with pytest.raises(PlanError) as caught:
-        plan(workspace("llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4", count=2))
+        plan_preset("llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4", count=2)
     message = str(caught.value)
     assert "resource.count 2 is too few" in message
     assert "needs 3 nodes of Standard_NC24ads_A100_v4" in message
     assert "set resource.count to 3" in message
     # what would fit instead with the same count, smallest first
     assert "these fit with 2 nodes: Standard_NC40ads_H100_v5 (2 nodes, max-model-len 40960)" in message
+
+
+def test_workspace_count_below_the_need_is_replaced_by_the_planned_count_with_a_note() -> None:
+    # as upstream admits it: the planner's node count is used and the plan says why
+    result = plan(workspace("llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4", count=2))
+    assert result.node_count == 3 and result.replicas == 1
+    [note] = result.notes
+    assert "resource.count 2 is below what llama-3.3-70b-instruct needs" in note
+    assert "3 nodes are used instead" in note
+    assert note in result.explanation
+
+
+def test_workspace_count_above_the_need_runs_copies_of_the_model() -> None:
+    result = plan(workspace("phi-4-mini-instruct", "Standard_NC24ads_A100_v4", count=3))
+    assert (result.node_count, result.replicas, result.total_nodes, result.total_gpus) == (1, 3, 3, 3)
+    assert not result.multi_node and result.notes == ()
+    assert any(
+        "3 independent copies run, one per node (data parallel)" in line for line in result.explanation
+    )
 
 
 def test_count_below_one_is_refused() -> None:
@@ -264,10 +284,22 @@ def test_unknown_names_raise_catalog_errors_with_suggestions() -> None:
         plan(workspace(instance_type="Standard_NC40ads_H100"))
 
 
-def test_tuning_and_template_workspaces_are_not_sized() -> None:
-    ws = Workspace.model_validate({"metadata": {"name": "t"}, "inference": {"template": {"spec": {}}}})
-    with pytest.raises(PlanError, match="template"):
-        plan(ws)
+def test_template_workspaces_get_nodes_but_no_sizing() -> None:
+    ws = Workspace.model_validate(
+        {
+            "metadata": {"name": "t"},
+            "resource": {"instanceType": "Standard_NC48ads_A100_v4", "count": 2},
+            "inference": {"template": {"spec": {}}},
+        }
+    )
+    result = plan(ws)
+    assert (result.runtime, result.total_nodes, result.gpus_per_node, result.engine_args) == (
+        "template",
+        2,
+        2,
+        (),
+    )
+    assert "runs as written on 2 x Standard_NC48ads_A100_v4" in result.explanation[0]
 
 
 H100_NODE = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "2",

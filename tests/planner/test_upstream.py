@@ -57,13 +57,15 @@ _KV_PER_STAGE = (
 )
 _A10_UTILIZATION = (
     "upstream sizes every GPU at 84 % but starts vLLM at 82 % on Azure's A10 types; we size with "
-    "the 82 % the engine really gets, which needs one more node for the 641 GiB DeepSeek models"
+    "the 82 % the engine really gets, which needs one more node for the 641 GiB DeepSeek and the "
+    "635 GiB Mistral Large models"
 )
 # (preset, instance type) -> (our node count, why it differs from upstream's)
 DIVERGENCES: dict[tuple[str, str], tuple[int, str]] = {
     **{("llama-3.3-70b-instruct", t): (8, _KV_PER_STAGE) for t in _SINGLE_24},
     ("deepseek-r1-0528", "Standard_NV36ads_A10_v5"): (40, _A10_UTILIZATION),
     ("deepseek-v3-0324", "Standard_NV36ads_A10_v5"): (40, _A10_UTILIZATION),
+    ("mistral-large-3-675b-instruct", "Standard_NV36ads_A10_v5"): (40, _A10_UTILIZATION),
 }
 
 

@@ -31,6 +31,7 @@ def engine() -> Iterator[LlamaCppEngine]:
             prompt_chunk=128,
             threads=1,  # robust on a busy machine: no thread waits on a preempted sibling
             served_model_name="smollm2-135m-instruct",
+            speculative="ngram",  # greedy output is the same with or without it; every test exercises it
         )
     )
     loop = asyncio.new_event_loop()

@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from pykaito.errors import EngineError, PromptTooLongError, QueueFullError
 from pykaito.runtime.engine import (
     ChatMessage,
+    ChatTemplateError,
     Delta,
     EngineStats,
     GenerationRequest,
     Health,
+    SamplingDefaults,
     TokenLogprob,
 )
 
 BOS = 256
 VOCAB = 257
+TOOL_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 
 
 class FakeEngine:
@@ -40,7 +44,11 @@ class FakeEngine:
         load_gate: threading.Event | None = None,
         load_error: str | None = None,
         name: str = "fake-model",
+        defaults: SamplingDefaults | None = None,
+        tools: bool = False,
     ) -> None:
+        self.defaults = defaults or SamplingDefaults()
+        self.tools = tools
         self.reply = reply
         self._max_model_len = max_model_len
         self.max_running = max_running
@@ -86,10 +94,30 @@ class FakeEngine:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary (0..{VOCAB - 1})")
         return bytes(t for t in tokens if t != BOS).decode(errors="replace")
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        return self.defaults
+
+    def render_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> str:
         if messages[-1].role == "assistant" and messages[-1].content == "refuse":
-            raise ValueError("the chat template refused the conversation")
-        return "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
+            raise ChatTemplateError("the chat template refused the conversation")
+        if messages[-1].content == "template bug":
+            raise EngineError("the chat template of fake-model failed: 'dict object' has no attribute 'x'")
+        text = "".join(f"<{m.role}>{m.content}\n" for m in messages)
+        return text + "<assistant>" if add_generation_prompt else text
+
+    def supports_tools(self) -> bool:
+        return self.tools
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         if not self.ready:
@@ -119,7 +147,9 @@ class FakeEngine:
                 self._waiting -= 1
                 self._running += 1
             params = request.params
-            reply = '{"fake": true}' if params.grammar else self.reply
+            reply = self.reply
+            if params.grammar:  # a tool call's grammar, or a JSON one
+                reply = TOOL_CALL if "<tool_call>" in params.grammar else '{"fake": true}'
             words = reply.split(" ")
             pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
             text_so_far = ""

@@ -271,7 +271,7 @@ async def test_bad_chat_requests_are_400(
     [
         pytest.param("/v1/completions", {"prompt": ["a", "b"]}, "prompt", id="several-prompts"),
         pytest.param("/v1/completions", {"prompt": ""}, "prompt", id="empty-prompt"),
-        pytest.param("/v1/completions", {"prompt": [1, 999]}, "prompt", id="prompt-token-outside-vocab"),
+        pytest.param("/v1/completions", {"prompt": [1, 999]}, "prompt[1]", id="prompt-token-outside-vocab"),
         pytest.param("/v1/completions", {"prompt": "x", "suffix": "y"}, "suffix", id="suffix"),
         pytest.param("/v1/completions", {"prompt": "x", "best_of": 3}, "best_of", id="best-of"),
         pytest.param("/v1/completions", {"prompt": "x", "logprobs": 50}, "logprobs", id="logprobs-over-20"),
@@ -279,7 +279,7 @@ async def test_bad_chat_requests_are_400(
         pytest.param("/tokenize", {}, None, id="tokenize-nothing"),
         pytest.param("/tokenize", {"prompt": "a", "messages": []}, None, id="tokenize-both"),
         pytest.param("/detokenize", {"tokens": [1, -1]}, "tokens[1]", id="negative-token"),
-        pytest.param("/detokenize", {"tokens": [300]}, "tokens", id="token-outside-vocab"),
+        pytest.param("/detokenize", {"tokens": [300]}, "tokens[0]", id="token-outside-vocab"),
         pytest.param("/detokenize", {"tokens": "abc"}, "tokens", id="tokens-string"),
     ],
 )

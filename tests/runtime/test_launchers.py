@@ -9,7 +9,8 @@ import pytest
 from pykaito.errors import InputError
 from pykaito.runtime import entry
 from pykaito.runtime.entry import main
-from pykaito.runtime.launchers.common import parse
+from pykaito.runtime.launchers.common import flatten, parse
+from pykaito.runtime.launchers.gate import GateSettings
 from pykaito.runtime.launchers.transformers import transformers_launch
 from pykaito.runtime.launchers.vllm import MIDDLEWARE, vllm_launch
 
@@ -128,10 +129,11 @@ def test_transformers_argv() -> None:
     launch = transformers_launch(planned, config=None, weights_dir=Path("/nonexistent"), environ={})
     assert launch.argv == [
         "transformers", "serve", "microsoft/Phi-4-mini-instruct",
-        "--dtype", "bfloat16", "--device", "cuda", "--continuous-batching", "--host", "0.0.0.0",
-        "--port", "5000",
+        "--dtype", "bfloat16", "--device", "cuda", "--continuous-batching",
+        "--host", "127.0.0.1", "--port", "5001",  # behind the gate on 5000
     ]  # fmt: skip
     assert launch.env == {"HF_HUB_CACHE": "/nonexistent"}
+    assert launch.gate == GateSettings(host="0.0.0.0", port=5000, api_key=None, max_in_flight=256)
 
 
 def test_transformers_defaults_local_directory_and_overrides(tmp_path: Path) -> None:
@@ -145,16 +147,24 @@ def test_transformers_defaults_local_directory_and_overrides(tmp_path: Path) -> 
     )
     assert launch.argv == [
         "transformers", "serve", str(model_dir),
-        "--device", "cuda", "--dtype", "auto", "--host", "0.0.0.0",
+        "--device", "cuda", "--dtype", "auto",
         "--cb-num-blocks", "512", "--compile",
-        "--port", "5000",
+        "--host", "127.0.0.1", "--port", "5001",
     ]  # fmt: skip
     assert launch.env == {}
 
 
-def test_transformers_warns_that_it_cannot_check_keys(caplog: pytest.LogCaptureFixture) -> None:
-    transformers_launch(["m"], config=None, environ={"KAITO_API_KEY": "k"})
-    assert "cannot check API keys" in caplog.text
+def test_transformers_gate_takes_the_key_and_limit_from_the_environment() -> None:
+    launch = transformers_launch(
+        ["m"], config=None, environ={"KAITO_API_KEY": "k", "KAITO_MAX_IN_FLIGHT": "8"}
+    )
+    assert launch.gate is not None
+    assert (launch.gate.api_key, launch.gate.max_in_flight) == ("k", 8)
+    assert "# gate on 0.0.0.0:5000 (API key required, at most 8 generations in flight) in front of:" in (
+        launch.describe()
+    )
+    with pytest.raises(InputError, match="KAITO_MAX_IN_FLIGHT"):
+        transformers_launch(["m"], config=None, environ={"KAITO_MAX_IN_FLIGHT": "lots"})
 
 
 def test_parse_keeps_switches_and_values() -> None:
@@ -211,3 +221,53 @@ def test_json_log_lines() -> None:
     assert line["level"] == "info"
     assert line["logger"] == "pykaito.runtime"
     assert line["message"] == "ready in 3 s"
+
+
+def _planned(instance_type: str) -> list[str]:
+    from pykaito.api.types import Workspace
+    from pykaito.planner import plan
+
+    workspace = Workspace.model_validate(
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "ws"},
+            "resource": {"instanceType": instance_type},
+            "inference": {"preset": {"name": "phi-4-mini-instruct"}},
+        }
+    )
+    result = plan(workspace)
+    return flatten(list(result.engine_args))
+
+
+def test_data_parallel_runs_one_api_server_whose_limit_covers_every_rank() -> None:
+    planned = _planned("Standard_NC80adis_H100_v5")  # two H100s: data parallel 2
+    assert planned[planned.index("--data-parallel-size") + 1] == "2"
+    launch = vllm_launch(planned, config=None)
+    argv = launch.argv
+    assert argv[argv.index("--api-server-count") + 1] == "1"
+    assert argv.count("--api-server-count") == 1
+    seqs = int(argv[argv.index("--max-num-seqs") + 1])
+    # the one API server's waiting gauge sums both engines' queues: the limit is per rank x ranks
+    assert launch.env == {"KAITO_MAX_WAITING": str(2 * seqs)}
+
+
+def test_one_rank_renders_no_api_server_count() -> None:
+    launch = vllm_launch(_planned("Standard_NC40ads_H100_v5"), config=None)
+    assert "--data-parallel-size" not in launch.argv
+    assert "--api-server-count" not in launch.argv
+
+
+def test_the_inference_config_cannot_start_more_api_servers(tmp_path: Path) -> None:
+    config = tmp_path / "inference_config.yaml"
+    config.write_text("vllm:\n  api-server-count: 4\n  data-parallel-size: 4\n")
+    launch = vllm_launch(["m", "--max-num-seqs", "8"], config=config)
+    argv = launch.argv
+    assert argv[argv.index("--api-server-count") + 1] == "1"
+    assert argv.count("--api-server-count") == 1
+    assert launch.env == {"KAITO_MAX_WAITING": "32"}
+
+
+def test_bad_data_parallel_size_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match="data-parallel-size"):
+        vllm_launch(["m", "--data-parallel-size", "two"], config=None)

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from pykaito.errors import PromptTooLongError, QueueFullError
-from pykaito.runtime.engine import ChatMessage, Delta, GenerationRequest, SamplingParams
+from pykaito.errors import EngineError, PromptTooLongError, QueueFullError
+from pykaito.runtime.engine import (
+    ChatMessage,
+    ChatTemplateError,
+    Delta,
+    GenerationRequest,
+    SamplingDefaults,
+    SamplingParams,
+)
 from pykaito.runtime.engines import llamacpp, llamacpp_native
 from pykaito.runtime.engines.llamacpp import LlamaCppEngine
 from pykaito.runtime.grammar import json_object_grammar, json_schema_grammar
@@ -329,9 +337,13 @@ async def test_token_ids_outside_the_vocabulary_are_rejected(engine: LlamaCppEng
 
 
 async def test_invalid_grammar_is_rejected(engine: LlamaCppEngine) -> None:
+    # grammars are compiled on the decode thread when the request is admitted, not on the event loop
+    stream = engine.generate(GenerationRequest("g", chat(engine, "Hi"), SamplingParams(grammar="root ::= (")))
     with pytest.raises(ValueError, match="GBNF"):
-        engine.generate(GenerationRequest("g", chat(engine, "Hi"), SamplingParams(grammar="root ::= (")))
+        await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
     assert engine.stats().waiting == 0
+    assert engine.stats().running == 0
 
 
 async def test_logprobs_follow_the_tokens(engine: LlamaCppEngine) -> None:
@@ -368,3 +380,52 @@ async def test_penalties_and_min_p_are_accepted(engine: LlamaCppEngine) -> None:
     deltas = await collect(engine, chat(engine, "Repeat the word cat."), params)
     assert deltas[-1].finish_reason in ("stop", "length")
     assert 1 <= len(ids(deltas)) <= 8
+
+
+async def test_a_stream_collected_while_the_scheduler_lock_is_held_does_not_deadlock(
+    engine: LlamaCppEngine,
+) -> None:
+    long = dataclasses.replace(GREEDY, max_tokens=200)
+    stream = engine.generate(GenerationRequest("gc", chat(engine, "Tell a long story."), long))
+    await anext(stream)
+    assert engine.stats().running == 1
+    # A finalizer can run on any thread, one holding the scheduler's lock included: it must not block.
+    with engine._scheduler._lock:
+        del stream
+        gc.collect()
+    await wait_until(lambda: engine.stats().running == 0 and engine.stats().waiting == 0, within=30)
+
+
+def test_smollm2_is_served_with_llama_cpp_sampling_defaults_and_no_tool_support(
+    engine: LlamaCppEngine,
+) -> None:
+    # the GGUF carries no general.sampling.* recommendation
+    assert engine.sampling_defaults == SamplingDefaults()
+    # its ChatML template has no tools section: tool requests get 400 (see test_real_server.py)
+    assert not engine.supports_tools()
+    assert engine.vocab_size > 0
+
+
+def test_the_generation_prompt_can_be_left_out(engine: LlamaCppEngine) -> None:
+    messages = [ChatMessage("user", "Hi")]
+    with_prompt = engine.render_chat(messages)
+    without = engine.render_chat(messages, add_generation_prompt=False)
+    assert with_prompt.startswith(without)
+    assert with_prompt.removeprefix(without).strip() == "<|im_start|>assistant"
+
+
+def test_a_template_failure_is_the_servers_error(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jinja2.sandbox
+
+    raise_exception = engine._template.environment.globals["raise_exception"]
+    broken = jinja2.sandbox.ImmutableSandboxedEnvironment().from_string("{{ messages[0].content.nope() }}")
+    monkeypatch.setattr(engine, "_template", broken)
+    with pytest.raises(EngineError, match="chat template of smollm2-135m-instruct failed"):
+        engine.render_chat([ChatMessage("user", "Hi")])
+    refusing = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    refusing.globals["raise_exception"] = raise_exception
+    monkeypatch.setattr(engine, "_template", refusing.from_string("{{ raise_exception('no system role') }}"))
+    with pytest.raises(ChatTemplateError, match="no system role"):
+        engine.render_chat([ChatMessage("user", "Hi")])

@@ -212,7 +212,9 @@ def test_json_schema_output_matches(client: openai.OpenAI) -> None:
         "type": "object",
         "properties": {
             "colour": {"type": "string", "enum": ["red", "green", "blue"]},
-            "count": {"type": "integer"},
+            # the grammar bounds an integer's digits only through an enum (no minimum/maximum),
+            # so the whole object fits in max_tokens whatever the model picks
+            "count": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
         },
         "required": ["colour", "count"],
         "additionalProperties": False,
@@ -221,11 +223,13 @@ def test_json_schema_output_matches(client: openai.OpenAI) -> None:
         model=MODEL,
         messages=[{"role": "user", "content": "Pick a colour and a number."}],
         response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}},
-        max_tokens=32,
+        max_tokens=48,
+        temperature=0,
     )
+    assert reply.choices[0].finish_reason == "stop"
     data = json.loads(reply.choices[0].message.content or "")
     assert data["colour"] in ("red", "green", "blue")
-    assert isinstance(data["count"], int)
+    assert data["count"] in (1, 2, 3, 4, 5)
 
 
 def test_logprobs(client: openai.OpenAI) -> None:
@@ -405,3 +409,45 @@ def test_overload_is_429_with_retry_after(small_server: ServerHandle) -> None:
         assert results == [200]  # the queued request ran once the slot was free
         wait_for_metric(http, "vllm:num_requests_running", 0)
         assert http.post("/v1/chat/completions", json=short_body).status_code == 200
+
+
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tools_are_refused_because_smollm2s_template_cannot_render_them(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=USER, tools=[WEATHER_TOOL], max_tokens=4)
+    assert caught.value.code == "tools_not_supported"
+    assert "chat template does not render tools" in caught.value.message
+    # tool_choice "none": a plain reply
+    reply = client.chat.completions.create(
+        model=MODEL, messages=USER, tools=[WEATHER_TOOL], tool_choice="none", max_tokens=4
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_text_plain_body_is_415_and_not_served(http: httpx.Client) -> None:
+    body = json.dumps({"messages": USER, "max_tokens": 2})
+    response = http.post("/v1/chat/completions", content=body, headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_version_reports_the_sampling_defaults(http: httpx.Client) -> None:
+    version = http.get("/version").json()
+    assert version["sampling_defaults"] == {
+        "temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "source": "llama.cpp defaults"
+    }  # fmt: skip
+
+
+def test_the_openapi_document_is_served(http: httpx.Client) -> None:
+    document = http.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("/ChatCompletionRequest")

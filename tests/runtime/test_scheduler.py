@@ -198,6 +198,25 @@ def test_a_hole_is_closed_by_moving_the_highest_slot_down() -> None:
     assert d.slot == 2
 
 
+def test_a_sequence_cancelled_while_admit_releases_others_is_no_hole_yet() -> None:
+    # A client that leaves cancels its sequence from the event loop thread at any time, also
+    # between admit's release step and its admission step: its slot is then neither running nor
+    # free, and the gap it leaves must wait for the next admit instead of failing this one.
+    s = make(max_running=4, max_waiting=4)
+    a, b, c, d = (seq(2, name) for name in "abcd")
+    for q in (a, b, c, d):
+        s.submit(q)
+    s.admit(lambda _: None)
+    s.finish(d)
+    moves: list[tuple[str, int]] = []
+    s.admit(lambda _: s.cancel(b), lambda q, slot: moves.append((q.request_id, slot)))
+    assert moves == []  # slot 1 is not free yet
+    assert s.running == 2
+    s.admit(lambda _: None, lambda q, slot: moves.append((q.request_id, slot)))
+    assert moves == [("c", 1)]  # b's slot is free now: the hole is closed
+    assert (a.slot, c.slot) == (0, 1)
+
+
 def test_contiguous_running_slots_are_not_moved() -> None:
     s, (a, b, c) = three_running()
     s.finish(a)  # 1 and 2 still run side by side: one micro-batch already

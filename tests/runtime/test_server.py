@@ -131,3 +131,31 @@ def test_url_for() -> None:
     assert url_for("0.0.0.0", 5000) == "http://127.0.0.1:5000"
     assert url_for("::1", 80) == "http://[::1]:80"
     assert url_for("localhost", 8080) == "http://localhost:8080"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_stop_ends_streams_in_flight_with_abort(path: str) -> None:
+    fake = FakeEngine(token_delay=2.0)  # a reply that would take about half a minute
+    body: dict[str, object] = {"model": "fake-model", "max_tokens": 100, "stream": True}
+    body.update({"prompt": "hi"} if "chat" not in path else {"messages": [{"role": "user", "content": "hi"}]})
+    server = start_in_thread(fake, ServerSettings(port=0))
+    stopper: threading.Thread | None = None
+    try:
+        with httpx.stream("POST", server.url + path, json=body, timeout=30) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            data = [next(line for line in lines if line.startswith("data: "))]
+            stopper = threading.Thread(target=server.stop)
+            stopped = time.monotonic()
+            stopper.start()
+            data += [line for line in lines if line.startswith("data: ")]
+            ended = time.monotonic() - stopped
+    finally:
+        server.stop()
+    assert stopper is not None
+    stopper.join(30)
+    assert ended < 5.0, f"the stream ended {ended:.1f} s after stop()"
+    assert data[-1] == "data: [DONE]"
+    assert '"finish_reason":"abort"' in data[-2]
+    assert not stopper.is_alive() and not server.thread.is_alive()
+    assert list(fake.finished.values()) == ["closed"], "the engine's stream was closed"

@@ -42,7 +42,11 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "pykaito.webhookSecretName" -}}
+{{- if .Values.webhook.existingSecret }}
+{{- .Values.webhook.existingSecret }}
+{{- else }}
 {{- printf "%s-webhook-cert" (include "pykaito.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{/* kopf's log format for ours: json stays json, text is kopf's "full". */}}

@@ -16,7 +16,17 @@ from typing import Any
 
 import yaml
 
-from pykaito.api.types import GROUP, KIND, PLURAL, SHORT_NAMES, ConditionType, Workspace
+from pykaito.api.types import (
+    CATEGORIES,
+    CONDITION_BENCHMARK_COMPLETED,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    ConditionType,
+    PerformanceMetric,
+    Workspace,
+)
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 SERVED_VERSIONS = ("v1beta1", "v1alpha1")
@@ -36,6 +46,25 @@ def _condition_column(condition: ConditionType) -> dict[str, Any]:
     }
 
 
+_WIDE_METRICS = (
+    (PerformanceMetric.PEAK_TOKENS_PER_MINUTE, "PeakTokensPerMin"),
+    (PerformanceMetric.TIME_TO_FIRST_TOKEN, "TTFT-ms"),
+    (PerformanceMetric.TOKENS_PER_SECOND_PER_STREAM, "TokensPerSecPerStream"),
+)
+
+
+def _metric_column(metric: PerformanceMetric, label: str) -> dict[str, Any]:
+    """A status.performance figure, shown by ``kubectl get -o wide`` only (priority 1)."""
+    return {
+        "name": label,
+        "type": "string",
+        "jsonPath": f".status.performance.metrics.{metric.value}.value",
+        "description": f"status.performance.metrics.{metric.value} from the post-load benchmark.",
+        "priority": 1,
+    }
+
+
+# Upstream's columns; the post-load benchmark's figures only in the wide view (priority 1).
 PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"},
     _condition_column(ConditionType.RESOURCE_READY),
@@ -43,6 +72,14 @@ PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
     _condition_column(ConditionType.WORKSPACE_SUCCEEDED),
     {"name": "TargetNodeCount", "type": "integer", "jsonPath": ".status.targetNodeCount"},
     {"name": "State", "type": "string", "jsonPath": ".status.state"},
+    *(_metric_column(metric, label) for metric, label in _WIDE_METRICS),
+    {
+        "name": "Benchmark",
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{CONDITION_BENCHMARK_COMPLETED}")].status',
+        "description": "Whether the post-load benchmark's result is recorded (BenchmarkCompleted).",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 )
 
@@ -72,6 +109,8 @@ class _Converter:
             return self.convert(inner)
 
         out: dict[str, Any] = {k: node[k] for k in _KEPT if k in node}
+        if node.get("default") not in (None, ""):
+            out["default"] = node["default"]
         if "const" in node:
             out["enum"] = [node["const"]]
         kind = node.get("type")
@@ -141,6 +180,7 @@ def generate_crd() -> dict[str, Any]:
         "spec": {
             "group": GROUP,
             "names": {
+                "categories": list(CATEGORIES),
                 "kind": KIND,
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,

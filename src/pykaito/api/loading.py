@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,10 @@ class Documents:
     source: str
     workspaces: tuple[Workspace, ...]
     others: tuple[dict[str, Any], ...] = ()
+    # Filled by the collecting readers only: each document that could not be read, with its errors.
+    invalid: tuple[SchemaError, ...] = ()
+    # The YAML node of each of ``others`` (None inside a ``kind: List``), for line numbers.
+    other_nodes: tuple[yaml.Node | None, ...] = field(default=(), compare=False, repr=False)
 
     def _objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         found = []
@@ -112,7 +116,23 @@ class Documents:
 
 
 def load_text(text: str, source: str = "<string>") -> Documents:
-    """Every document in a YAML text; empty documents are skipped, ``kind: List`` is expanded."""
+    """Every document in a YAML text; empty documents are skipped, ``kind: List`` is expanded.
+
+    The first document of the wrong shape raises (``SchemaError`` or ``InputError``).
+    """
+    return _load(text, source, collect=False)
+
+
+def collect_text(text: str, source: str = "<string>") -> Documents:
+    """Like :func:`load_text`, but a document of the wrong shape does not stop the reading.
+
+    Each such document is one ``SchemaError`` in ``Documents.invalid`` (in file order) and the
+    others are read as usual; only malformed YAML, which hides where documents end, raises.
+    """
+    return _load(text, source, collect=True)
+
+
+def _load(text: str, source: str, *, collect: bool) -> Documents:
     try:
         raw_docs = list(yaml.load_all(text, Loader=_Loader))
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -121,36 +141,59 @@ def load_text(text: str, source: str = "<string>") -> Documents:
 
     workspaces: list[Workspace] = []
     others: list[dict[str, Any]] = []
+    other_nodes: list[yaml.Node | None] = []
+    invalid: list[SchemaError] = []
+
+    def refuse(where: str, path: str, message: str) -> None:
+        if not collect:
+            raise InputError(message)
+        invalid.append(SchemaError(where, [FieldError(path, message)]))
+
     non_empty = [(raw, node) for raw, node in zip(raw_docs, nodes, strict=True) if raw is not None]
     for number, (raw, node) in enumerate(non_empty, start=1):
         where = source if len(non_empty) == 1 else f"{source} (document {number})"
+        line = node.start_mark.line + 1
         if not isinstance(raw, dict):
-            line = node.start_mark.line + 1
-            raise InputError(
+            refuse(
+                where,
+                "(document)",
                 f"{source}:{line}: document {number} is a {_kind_of(raw)}, not a Kubernetes object; "
-                "a Workspace starts with `apiVersion: kaito.sh/v1beta1` and `kind: Workspace`"
+                "a Workspace starts with `apiVersion: kaito.sh/v1beta1` and `kind: Workspace`",
             )
+            continue
         items: list[tuple[dict[str, Any], yaml.Node | None]] = [(raw, node)]
         if raw.get("kind") == "List" and isinstance(raw.get("items"), list):
             items = [(item, None) for item in raw["items"] if isinstance(item, dict)]
         for obj, obj_node in items:
             if _is_workspace(obj):
-                workspaces.append(_parse(obj, where, source, obj_node))
+                try:
+                    workspaces.append(_parse(obj, where, source, obj_node))
+                except SchemaError as exc:
+                    if not collect:
+                        raise
+                    invalid.append(exc)
             elif "kind" not in obj:
-                line = node.start_mark.line + 1
-                raise InputError(
+                refuse(
+                    where,
+                    "kind",
                     f"{source}:{line}: document {number} has no `kind`; "
-                    "a Workspace starts with `apiVersion: kaito.sh/v1beta1` and `kind: Workspace`"
+                    "a Workspace starts with `apiVersion: kaito.sh/v1beta1` and `kind: Workspace`",
                 )
             else:
                 others.append(obj)
-    return Documents(source=source, workspaces=tuple(workspaces), others=tuple(others))
+                other_nodes.append(obj_node)
+    return Documents(
+        source=source,
+        workspaces=tuple(workspaces),
+        others=tuple(others),
+        invalid=tuple(invalid),
+        other_nodes=tuple(other_nodes),
+    )
 
 
-def load_path(path: str | Path) -> Documents:
-    """The documents in a file; ``-`` reads standard input."""
+def _read(path: str | Path) -> tuple[str, str]:
     if str(path) == STDIN:
-        return load_text(sys.stdin.read(), source="<stdin>")
+        return sys.stdin.read(), "<stdin>"
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -162,7 +205,17 @@ def load_path(path: str | Path) -> Documents:
         raise InputError(f"{file}: not UTF-8 text; pass a Workspace YAML file") from exc
     except OSError as exc:
         raise InputError(f"{file}: cannot read it ({exc.strerror})") from exc
-    return load_text(text, source=str(file))
+    return text, str(file)
+
+
+def load_path(path: str | Path) -> Documents:
+    """The documents in a file; ``-`` reads standard input."""
+    return load_text(*_read(path))
+
+
+def collect_path(path: str | Path) -> Documents:
+    """The documents in a file (``-`` for stdin), collecting schema errors: see :func:`collect_text`."""
+    return collect_text(*_read(path))
 
 
 def load_workspaces(path: str | Path) -> list[Workspace]:
@@ -198,15 +251,25 @@ def _parse(obj: dict[str, Any], where: str, file: str, node: yaml.Node | None) -
     try:
         return Workspace.model_validate(obj, strict=True)
     except pydantic.ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            message = _error_message(err)
-            line = _line_of(node, loc) if node is not None else None
-            if line is not None:
-                message = f"{message} ({file}:{line})"
-            errors.append(FieldError(field_path(loc), message))
-        raise SchemaError(where, errors) from exc
+        raise SchemaError(where, field_errors(exc, file, node)) from exc
+
+
+def field_errors(
+    exc: pydantic.ValidationError,
+    file: str,
+    node: yaml.Node | None,
+    message: Callable[[Mapping[str, Any]], str] | None = None,
+) -> list[FieldError]:
+    """One ``FieldError`` per pydantic error, with ``(file:line)`` where the YAML node is known."""
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        text = (message or _error_message)(err)
+        line = _line_of(node, loc) if node is not None else None
+        if line is not None:
+            text = f"{text} ({file}:{line})"
+        errors.append(FieldError(field_path(loc), text))
+    return errors
 
 
 # --- error messages ----------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def fitting_instance_types(
 def _fit_hint(catalog: Catalog, need_gib: float, cloud: str | None) -> str:
     fits = fitting_instance_types(catalog, need_gib, cloud)
     if not fits:
-        return "no single catalog instance type has that much; raise resource.count"
+        return "no single catalog instance type has that much"
     listed = ", ".join(f"{t.name} ({t.gpu_count} x {t.gpu_model}, {t.gpu_memory_gib:g} GiB)" for t in fits)
     return f"instance types that fit: {listed}"
 
@@ -141,27 +141,17 @@ def _check_instance_type(
         ]
     if ws.annotation(ANNOTATION_BYPASS_RESOURCE_CHECKS) is not None:
         return []
-    explicit = ws.resource.count if ws.resource is not None else None
-    count = explicit or MAX_AUTO_NODES
-    have = count * known.gpu_memory_gib
+    # As upstream, resource.count does not limit this check: a count below what the model needs is
+    # admitted and the planner uses its own node count (saying so in the plan and an Event).
+    have = MAX_AUTO_NODES * known.gpu_memory_gib
     if have >= preset.size_gib:
         return []
-    if explicit is None:
-        return [
-            FieldError(
-                path,
-                f"{preset.name} needs {preset.size_gib:.1f} GiB of GPU memory for its weights; even "
-                f"{MAX_AUTO_NODES} x {name} ({have:g} GiB) fall short: "
-                f"{_fit_hint(catalog, preset.size_gib, known.cloud)}; or set resource.count to the "
-                f"nodes you want, or {BYPASS_HINT}",
-            )
-        ]
     return [
         FieldError(
             path,
-            f"{preset.name} needs {preset.size_gib:.1f} GiB of GPU memory for its weights; "
-            f"{count} x {name} has {have:g} GiB: {_fit_hint(catalog, preset.size_gib, known.cloud)}; "
-            f"or raise resource.count, or {BYPASS_HINT}",
+            f"{preset.name} needs {preset.size_gib:.1f} GiB of GPU memory for its weights; even "
+            f"{MAX_AUTO_NODES} x {name} ({have:g} GiB) fall short: "
+            f"{_fit_hint(catalog, preset.size_gib, known.cloud)}; or {BYPASS_HINT}",
         )
     ]
 
@@ -221,8 +211,8 @@ def _check_own_nodes(
     bypass = ws.annotation(ANNOTATION_BYPASS_RESOURCE_CHECKS) is not None
     if preset is None or bypass or any(d.gpu_memory_gib <= 0 for _, d in gpu_nodes):
         return errors
-    count = (ws.resource.count if ws.resource is not None else None) or len(gpu_nodes)
-    best = sorted(gpu_nodes, key=lambda pair: pair[1].gpu_memory_gib, reverse=True)[:count]
+    # As upstream, every matching node counts (resource.count does not limit them).
+    best = sorted(gpu_nodes, key=lambda pair: pair[1].gpu_memory_gib, reverse=True)
     have = sum(d.gpu_memory_gib for _, d in best)
     if have < preset.size_gib:
         offered = ", ".join(
@@ -232,8 +222,8 @@ def _check_own_nodes(
             FieldError(
                 "resource.labelSelector",
                 f"{preset.name} needs {preset.size_gib:.1f} GiB of GPU memory for its weights; the "
-                f"selected node(s) offer {have:g} GiB ({offered}): add larger GPU nodes or raise "
-                f"resource.count, or {BYPASS_HINT}",
+                f"selected node(s) offer {have:g} GiB ({offered}): add larger GPU nodes "
+                f"or label more nodes to match, or {BYPASS_HINT}",
             )
         )
     return errors

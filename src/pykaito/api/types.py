@@ -18,10 +18,17 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Workspace"
 PLURAL = "workspaces"
 SHORT_NAMES = ("wk", "wks")
+CATEGORIES = ("workspace",)
 
 ANNOTATION_RUNTIME = "kaito.sh/runtime"
 ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
 ANNOTATION_BYPASS_RESOURCE_CHECKS = "kaito.sh/bypass-resource-checks"
+ANNOTATION_PERFORMANCE_MODE = "kaito.sh/performance-mode"
+ANNOTATION_USE_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
+ANNOTATION_NODE_IMAGE_FAMILY = "kaito.sh/node-image-family"
+ANNOTATION_NODE_CLASS_NAME = "kaito.sh/node-class-name"
+ANNOTATION_DISABLE_BENCHMARK = "kaito.sh/disable-benchmark"
+ANNOTATION_MODEL_STREAMING = "kaito.sh/model-streaming"
 LABEL_WORKSPACE = "kaito.sh/workspace"
 LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
 FINALIZER = "workspace.finalizer.kaito.sh"
@@ -36,6 +43,7 @@ class ConditionType(StrEnum):
     INFERENCE_READY = "InferenceReady"
     WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
     WORKSPACE_DELETING = "WorkspaceDeleting"
+    MODEL_MIRROR_READY = "ModelMirrorReady"  # with the weight cache: the model's weights are cached
 
 
 class State(StrEnum):
@@ -79,6 +87,15 @@ class LabelSelector(_Strict):
     matchExpressions: list[LabelSelectorRequirement] | None = None
 
 
+class PartitionSpec(_Strict):
+    """GPU partitioning: ``mig`` runs on one MIG slice (``profile`` such as ``1g.10gb``);
+    ``accelerator`` gives the workload ``count`` whole GPUs."""
+
+    mode: Literal["mig", "accelerator"]
+    profile: str | None = None
+    count: int | None = Field(default=None, ge=1)
+
+
 class ResourceSpec(_Strict):
     instanceType: str | None = None
     count: int | None = Field(default=None, description="Deprecated: the number of nodes.")
@@ -86,15 +103,22 @@ class ResourceSpec(_Strict):
     preferredNodes: list[str] | None = Field(
         default=None, description="Deprecated: bring-your-own node names."
     )
+    partition: PartitionSpec | None = None
 
 
 class PresetOptions(_Strict):
     modelAccessSecret: str | None = None
+    image: str | None = Field(default=None, description="Deprecated: the container image to run.")
+    imagePullSecrets: list[str] | None = Field(
+        default=None, description="Deprecated: Secrets for pulling the image."
+    )
 
 
 class PresetSpec(_Strict):
     name: str
-    accessMode: Literal["public", "private"] | None = None
+    accessMode: Literal["public", "private"] | None = Field(
+        default=None, description="Deprecated: public or private.", json_schema_extra={"default": "public"}
+    )
     presetOptions: PresetOptions | None = None
 
 
@@ -141,6 +165,33 @@ class Condition(BaseModel):
     observedGeneration: int | None = None
 
 
+class Metric(BaseModel):
+    """One measured figure of the post-load benchmark: its value as a string, unit and settings."""
+
+    description: str
+    value: str
+    unit: str | None = None
+    config: dict[str, str] | None = None
+
+
+CONDITION_BENCHMARK_COMPLETED = "BenchmarkCompleted"
+"""The post-load benchmark's condition (as upstream): True once status.performance is recorded."""
+
+
+class PerformanceMetric(StrEnum):
+    """The names of status.performance.metrics: upstream's peak throughput, then pykaito's two."""
+
+    PEAK_TOKENS_PER_MINUTE = "peakTokensPerMinute"
+    TIME_TO_FIRST_TOKEN = "timeToFirstToken"  # ms, p50 at the reference concurrency
+    TOKENS_PER_SECOND_PER_STREAM = "tokensPerSecondPerStream"  # at the reference concurrency
+
+
+class Performance(BaseModel):
+    """status.performance: the post-load benchmark's metrics by name (e.g. peakTokensPerMinute)."""
+
+    metrics: dict[str, Metric] | None = None
+
+
 class WorkspaceStatus(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -148,6 +199,7 @@ class WorkspaceStatus(BaseModel):
     state: str | None = None
     conditions: list[Condition] | None = None
     targetNodeCount: int | None = None
+    performance: Performance | None = None
 
 
 class Workspace(_Strict):

@@ -22,9 +22,17 @@ import yaml
 from pykaito.api.defaults import default_runtime
 from pykaito.api.loading import field_path
 from pykaito.api.names import is_dns1123_label, is_dns1123_subdomain, suggest_dns1123_label
+from pykaito.api.partition import check_partition
 from pykaito.api.placement import check_resource
 from pykaito.api.types import (
+    ANNOTATION_DISABLE_BENCHMARK,
+    ANNOTATION_ENABLE_LB,
+    ANNOTATION_MODEL_STREAMING,
+    ANNOTATION_NODE_CLASS_NAME,
+    ANNOTATION_NODE_IMAGE_FAMILY,
+    ANNOTATION_PERFORMANCE_MODE,
     ANNOTATION_RUNTIME,
+    ANNOTATION_USE_LOCAL_WEIGHTS,
     CONFIG_KEY,
     GROUP,
     KIND,
@@ -41,6 +49,11 @@ API_VERSIONS = (f"{GROUP}/v1beta1", f"{GROUP}/v1alpha1")
 HF_TOKEN_KEY = "HF_TOKEN"
 MAX_MODEL_LEN_KEY = "max-model-len"
 GPU_RUNTIMES = (Runtime.VLLM.value, Runtime.TRANSFORMERS.value)
+
+PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")
+NODE_IMAGE_FAMILIES = ("ubuntu", "azurelinux")
+MODEL_STREAMING_VALUES = ("enabled", "disabled")
+_BOOLEAN_ANNOTATIONS = (ANNOTATION_USE_LOCAL_WEIGHTS, ANNOTATION_DISABLE_BENCHMARK, ANNOTATION_ENABLE_LB)
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DECIMAL = re.compile(r"^(\d+(\.\d*)?|\.\d+)$")
@@ -68,13 +81,19 @@ def validate(
     ctx = context if context is not None else ValidationContext()
     errors: list[FieldError] = []
     errors += _check_object(new)
+    errors += _check_annotations(new)
     errors += _check_one_of(new)
     preset: ModelPreset | None = None
     if new.inference is not None:
         preset, found = _check_inference(new, new.inference, ctx, creating=old is None)
         errors += found
         errors += _check_runtime(new, preset, ctx.catalog)
-        errors += check_resource(new, preset, ctx.catalog, ctx.nodes)
+        partition = new.resource.partition if new.resource is not None else None
+        if partition is not None:
+            errors += check_partition(new, partition, preset, ctx.catalog, ctx.nodes)
+            errors += check_resource(new, preset, ctx.catalog, None)
+        else:
+            errors += check_resource(new, preset, ctx.catalog, ctx.nodes)
     if old is not None:
         errors += _check_update(new, old)
     return errors
@@ -116,6 +135,51 @@ def _check_object(ws: Workspace) -> list[FieldError]:
     namespace = ws.metadata.namespace
     if namespace is not None and not is_dns1123_label(namespace):
         errors.append(_dns_label_error("metadata.namespace", "namespace", namespace))
+    return errors
+
+
+def _annotation_error(key: str, value: str, allowed: tuple[str, ...], meaning: str) -> FieldError:
+    path = field_path(("metadata", "annotations", key))
+    choices = " or ".join(repr(a) for a in allowed)
+    return FieldError(path, f"{value!r} is not valid: {meaning}; use {choices}, or remove the annotation")
+
+
+def _check_annotations(ws: Workspace) -> list[FieldError]:
+    """The values of upstream's ``kaito.sh/`` annotations (the runtime's is checked with the preset)."""
+    errors: list[FieldError] = []
+    mode = ws.annotation(ANNOTATION_PERFORMANCE_MODE)
+    if mode is not None and mode not in PERFORMANCE_MODES:
+        errors.append(
+            _annotation_error(
+                ANNOTATION_PERFORMANCE_MODE, mode, PERFORMANCE_MODES, "the vLLM performance preset"
+            )
+        )
+    for key in _BOOLEAN_ANNOTATIONS:
+        value = ws.annotation(key)
+        if value is not None and value.strip().lower() not in ("true", "false", ""):
+            errors.append(_annotation_error(key, value, ("true", "false"), "a switch"))
+    family = ws.annotation(ANNOTATION_NODE_IMAGE_FAMILY)
+    if family is not None and family.strip().lower() not in NODE_IMAGE_FAMILIES:
+        errors.append(
+            _annotation_error(
+                ANNOTATION_NODE_IMAGE_FAMILY, family, NODE_IMAGE_FAMILIES, "the OS image of provisioned nodes"
+            )
+        )
+    node_class = ws.annotation(ANNOTATION_NODE_CLASS_NAME)
+    if node_class and not is_dns1123_subdomain(node_class):
+        errors.append(
+            FieldError(
+                field_path(("metadata", "annotations", ANNOTATION_NODE_CLASS_NAME)),
+                f"{node_class!r} is not a NodeClass name: use lowercase letters, digits, '-' and '.'",
+            )
+        )
+    streaming = ws.annotation(ANNOTATION_MODEL_STREAMING)
+    if streaming is not None and streaming.strip().lower() not in MODEL_STREAMING_VALUES:
+        errors.append(
+            _annotation_error(
+                ANNOTATION_MODEL_STREAMING, streaming, MODEL_STREAMING_VALUES, "streams weights while loading"
+            )
+        )
     return errors
 
 
@@ -217,13 +281,6 @@ def _check_access_secret(
                 path,
                 f"{model} is gated on Hugging Face and needs an access token: create a Secret with key "
                 f"{HF_TOKEN_KEY} ({create}) and name it here",
-            )
-        ]
-    if preset is not None and not preset.download_token_required and secret:
-        return [
-            FieldError(
-                path,
-                f"{preset.name} downloads without a token: remove presetOptions.modelAccessSecret",
             )
         ]
     if secret and ctx.secrets is not None:
@@ -407,14 +464,21 @@ def _check_update(new: Workspace, old: Workspace) -> list[FieldError]:
         )
 
     old_res, new_res = old.resource, new.resource
+    # upstream's CRD defaults count to 1, so an unset count compares as 1
     old_count = (old_res.count if old_res else None) or 1
     new_count = (new_res.count if new_res else None) or 1
     if old_count != new_count:
         errors.append(_immutable("resource.count", old_count, new_count))
     old_type = (old_res.instanceType if old_res else None) or ""
     new_type = (new_res.instanceType if new_res else None) or ""
-    if old_type != new_type:
+    # As upstream: an empty instanceType may be set, and a set one cleared (moving to your own
+    # nodes), but one type never changes into another.
+    if old_type and new_type and old_type != new_type:
         errors.append(_immutable("resource.instanceType", old_type, new_type))
+    old_part = old_res.partition.model_dump(exclude_none=True) if old_res and old_res.partition else None
+    new_part = new_res.partition.model_dump(exclude_none=True) if new_res and new_res.partition else None
+    if old_part != new_part:
+        errors.append(_immutable("resource.partition", old_part, new_part))
     old_sel = old_res.labelSelector.model_dump(exclude_none=True) if old_res and old_res.labelSelector else {}
     new_sel = new_res.labelSelector.model_dump(exclude_none=True) if new_res and new_res.labelSelector else {}
     if old_sel != new_sel:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from pykaito.catalog.types import InstanceType, ModelPreset
+from pykaito.catalog.types import GgufSource, InstanceType, ModelPreset
 from pykaito.errors import CatalogError
 
 _TUPLE_FIELDS = {"runtimes"}
@@ -23,6 +23,12 @@ def _build(cls: type[Any], raw: Mapping[str, Any], source: str) -> Any:
     if unknown:
         raise CatalogError(f"{source}: unknown keys {unknown} in entry {raw.get('name')!r}")
     values = {k: tuple(v) if k in _TUPLE_FIELDS else v for k, v in raw.items()}
+    gguf = values.get("cpu_gguf")
+    if isinstance(gguf, Mapping):
+        built: GgufSource = _build(GgufSource, gguf, f"{source}: {raw.get('name')}.cpu_gguf")
+        values["cpu_gguf"] = built
+        if built.verified and not (built.sha256 and built.size):
+            raise CatalogError(f"{source}: {raw.get('name')}.cpu_gguf is verified but lacks size or sha256")
     return cls(**values)
 
 

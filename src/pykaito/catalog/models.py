@@ -1,8 +1,8 @@
 """Describe any model from its ``config.json`` and weight files: a local directory or a Hugging Face id.
 
-The same code reads both: a local directory directly, a Hugging Face id through
-``huggingface_hub.hf_hub_download`` (config.json and the safetensors index land in the local cache).
-Hub failures become :class:`CatalogError` with a message that says what to do.
+The same code reads both: a local directory directly; for a Hugging Face id the caller passes the
+function that fetches config.json and the weights' size (:mod:`pykaito.client.hub`), so this module
+does no network I/O.
 """
 
 from __future__ import annotations
@@ -149,76 +149,12 @@ def describe_directory(directory: str | Path) -> ModelPreset:
     )
 
 
-def _hub_error(model_id: str, exc: Exception) -> CatalogError:
-    from huggingface_hub import errors
-
-    if isinstance(exc, errors.GatedRepoError):
-        return CatalogError(f"{model_id} is gated on Hugging Face: accept its license and set HF_TOKEN")
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        return CatalogError(f"{model_id}: no such model on Hugging Face (or it is private: set HF_TOKEN)")
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return CatalogError(f"{model_id}: no such revision on Hugging Face")
-    if isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)):
-        return CatalogError(
-            f"cannot describe {model_id}: the Hugging Face Hub cannot be reached (offline, or "
-            "HF_HUB_OFFLINE is set) and its config.json is not in the local cache; connect, or pass "
-            "a local model directory"
-        )
-    return CatalogError(f"cannot describe {model_id} from Hugging Face: {exc}")
+HubFetch = Callable[[str], tuple[Mapping[str, Any], int]]
+"""Reads a Hugging Face id's config.json and weight size: :func:`pykaito.client.hub.fetch_model_files`."""
 
 
-def describe_hub_model(
-    model_id: str,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> ModelPreset:
-    """Describe an ``org/model`` from Hugging Face: config.json and the weight index, nothing else."""
-    from huggingface_hub import errors, get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-    def download(filename: str) -> Path:
-        return Path(hf_hub_download(model_id, filename, revision=revision, token=token, cache_dir=cache_dir))
-
-    hub_errors = (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, errors.EntryNotFoundError, OSError)
-    try:
-        config = _read_json(download(CONFIG))
-        size = _hub_weight_bytes(model_id, download, revision, token, get_hf_file_metadata, hf_hub_url)
-    except CatalogError:
-        raise
-    except hub_errors as exc:
-        raise _hub_error(model_id, exc) from exc
-    return preset_from(config, size, name=model_id, model_id=model_id, source="huggingface")
-
-
-def _hub_weight_bytes(
-    model_id: str,
-    download: Callable[[str], Path],
-    revision: str | None,
-    token: str | None,
-    metadata: Callable[..., Any],
-    url: Callable[..., str],
-) -> int:
-    from huggingface_hub import errors
-
-    for name in INDEXES:
-        try:
-            path = download(name)
-        except errors.RemoteEntryNotFoundError:
-            continue
-        return _index_size(_read_json(path), f"{model_id}/{name}")
-    for name in SINGLE_FILES:
-        try:
-            found = metadata(url(model_id, name, revision=revision), token=token)
-        except errors.RemoteEntryNotFoundError:
-            continue
-        if found.size:
-            return int(found.size)
-    raise CatalogError(f"{model_id}: no safetensors weights found on Hugging Face")
-
-
-def describe_model(ref: str | Path, **hub_options: Any) -> ModelPreset:
-    """Describe a local model directory or an ``org/model`` Hugging Face id as a ModelPreset."""
+def describe_model(ref: str | Path, *, hub: HubFetch | None = None) -> ModelPreset:
+    """Describe a local model directory, or an ``org/model`` Hugging Face id read through ``hub``."""
     text = str(ref)
     if isinstance(ref, Path) or Path(text).expanduser().exists() or text.startswith((".", "/", "~")):
         return describe_directory(ref)
@@ -226,4 +162,10 @@ def describe_model(ref: str | Path, **hub_options: Any) -> ModelPreset:
         raise CatalogError(
             f"{text!r} is neither a local model directory nor a Hugging Face id like org/model"
         )
-    return describe_hub_model(text, **hub_options)
+    if hub is None:
+        raise CatalogError(
+            f"{text} is a Hugging Face id and no hub lookup was given: pass "
+            "hub=pykaito.client.hub.fetch_model_files, or a local model directory"
+        )
+    config, size = hub(text)
+    return preset_from(config, size, name=text, model_id=text, source="huggingface")

@@ -8,6 +8,26 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
+class GgufSource:
+    """A quantized GGUF of a preset on the Hugging Face hub, for the CPU engine (llama.cpp).
+
+    ``size`` (bytes) and ``sha256`` are the file's as the hub lists them at ``revision``; either may be
+    unknown (``None``), and then a pull checks the file against the hub's own checksum instead.
+    ``verified`` is true only when both were computed from the file itself by a source this project
+    can check (the embedded model); otherwise they are recorded from public manifests, and a pull
+    also requires the hub's checksum to agree (``kaito pull --require-checksum`` refuses them).
+    """
+
+    repo: str
+    file: str
+    quantization: str
+    revision: str = "main"
+    size: int | None = None
+    sha256: str | None = None
+    verified: bool = False
+
+
+@dataclass(frozen=True)
 class ModelPreset:
     """A model pykaito knows how to size and serve.
 
@@ -31,16 +51,29 @@ class ModelPreset:
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     chat_template: str | None = None
+    tokenizer_mode: str | None = None
+    mistral_format: bool = False  # weights, config and tokenizer in Mistral's own format
     runtimes: tuple[str, ...] = ("vllm", "transformers")
     license: str = ""
     deprecated: bool = False
     description: str = ""
     gguf: str | None = None  # where the GGUF comes from for llamacpp presets ("embedded" or a path)
+    cpu_gguf: GgufSource | None = None  # the quantized GGUF `kaito pull` fetches for the CPU engine
     source: str = "catalog"  # "catalog", "huggingface" or "local"
 
     @property
     def cpu_only(self) -> bool:
         return self.runtimes == ("llamacpp",)
+
+    @property
+    def served_name(self) -> str:
+        """The name upstream KAITO serves the model under: the Hugging Face id's last part, lowercased."""
+        return self.model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        """Every name the model answers to: the preset name first, then upstream's served name."""
+        return tuple(dict.fromkeys((self.name, self.served_name)))
 
     @property
     def default_runtime(self) -> str:

@@ -16,7 +16,10 @@ from pykaito.catalog.loader import load_catalog
 from pykaito.catalog.types import InstanceType, ModelPreset
 from pykaito.cli.output import OutputFormat, console, emit
 
-OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml")]
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="table (fits 80 columns), wide, json or yaml")
+]
+TABLES = (OutputFormat.table, OutputFormat.wide)
 
 
 class Cloud(StrEnum):
@@ -82,27 +85,34 @@ def presets(
 ) -> None:
     """List the model presets."""
     found = matching_presets(text, runtime, max_size)
-    if output is not OutputFormat.table:
+    if output not in TABLES:
         emit([_preset_dict(p) for p in found], output)
         return
-    table = Table(title=f"{len(found)} model presets", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("name", "model id", "GiB", "context", "token", "runtimes", "parsers"):
+    wide = output is OutputFormat.wide
+    columns = ["name", "model id", "GiB", "context", "token", "runtimes", "parsers"]
+    if not wide:
+        columns = ["name", "GiB", "context", "token", "runtimes"]
+    caption = "GiB: size of the weights · context: longest prompt + reply, in tokens · token: a Hugging Face"
+    caption += " token is needed to download" + ("" if wide else " · -o wide adds model ids and parsers")
+    table = Table(title=f"{len(found)} model presets", caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
         table.add_column(
             column,
             justify="right" if column in ("GiB", "context") else "left",
             overflow="fold",
-            no_wrap=column == "name",
+            no_wrap=column in ("name", "GiB", "context", "token"),
         )
     for p in found:
-        table.add_row(
-            p.name,
-            p.model_id,
-            f"{p.size_gib:.2f}",
-            str(p.context_length),
-            "needed" if p.download_token_required else "",
-            ",".join(p.runtimes),
-            _parsers(p),
-        )
+        cells = {
+            "name": p.name,
+            "model id": p.model_id,
+            "GiB": f"{p.size_gib:.2f}",
+            "context": str(p.context_length),
+            "token": "needed" if p.download_token_required else "",
+            "runtimes": ",".join(p.runtimes),
+            "parsers": _parsers(p),
+        }
+        table.add_row(*(cells[c] for c in columns))
     console.print(table)
 
 
@@ -113,28 +123,39 @@ def instance_types(
 ) -> None:
     """List the instance types and their GPUs."""
     found = matching_instance_types(cloud.value if cloud else None, gpu)
-    if output is not OutputFormat.table:
+    if output not in TABLES:
         emit([asdict(t) for t in found], output)
         return
-    table = Table(title=f"{len(found)} instance types", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("name", "cloud", "GPUs", "GPU", "GiB/GPU", "GiB", "GB/s", "util"):
+    wide = output is OutputFormat.wide
+    columns = ["name", "cloud", "GPUs", "GPU", "GiB/GPU", "GiB", "GB/s", "util"]
+    if not wide:
+        columns = ["name", "cloud", "GPUs", "GPU", "GiB/GPU"]
+    caption = "GiB/GPU: memory of one GPU"
+    caption += (
+        " · GiB: all GPUs · GB/s: memory bandwidth · util: share of GPU memory the engine may use"
+        if wide
+        else " · -o wide adds totals, bandwidth and utilization"
+    )
+    table = Table(title=f"{len(found)} instance types", caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
         table.add_column(
             column,
             justify="left" if column in ("name", "cloud", "GPU") else "right",
             overflow="fold",
-            no_wrap=column == "name",
+            no_wrap=column != "GPU",
         )
     for t in found:
-        table.add_row(
-            t.name,
-            t.cloud,
-            str(t.gpu_count),
-            t.gpu_model if t.has_gpu else "CPU only",
-            f"{t.per_gpu_memory_gib:g}",
-            f"{t.gpu_memory_gib:g}",
-            f"{t.memory_bandwidth_gbs:g}",
-            f"{t.gpu_memory_utilization:.2f}" if t.has_gpu else "",
-        )
+        cells = {
+            "name": t.name,
+            "cloud": t.cloud,
+            "GPUs": str(t.gpu_count),
+            "GPU": t.gpu_model if t.has_gpu else "CPU only",
+            "GiB/GPU": f"{t.per_gpu_memory_gib:g}",
+            "GiB": f"{t.gpu_memory_gib:g}",
+            "GB/s": f"{t.memory_bandwidth_gbs:g}",
+            "util": f"{t.gpu_memory_utilization:.2f}" if t.has_gpu else "",
+        }
+        table.add_row(*(cells[c] for c in columns))
     console.print(table)
 
 
@@ -145,8 +166,11 @@ def package_version() -> str:
         return "unknown"
 
 
-def version_cmd() -> None:
+def version_cmd(output: OutputOption = OutputFormat.table) -> None:
     """Print pykaito's version and the Workspace API version it speaks."""
+    if output is not OutputFormat.table:
+        emit({"pykaito": package_version(), "workspaceAPI": API_VERSION}, output)
+        return
     console.print(f"pykaito {package_version()} (Workspace API {API_VERSION})", highlight=False)
 
 

@@ -21,7 +21,17 @@ from rich.table import Table
 
 from pykaito.api.loading import load_path, to_dict
 from pykaito.api.types import ConditionType
-from pykaito.cli.output import OutputFormat, console, emit, err_console
+from pykaito.cli import set_cmds
+from pykaito.cli.output import (
+    OutputFormat,
+    console,
+    emit,
+    err_console,
+    print_conditions,
+    print_events,
+    print_fields,
+)
+from pykaito.cli.performance import WIDE_COLUMNS, GetFormat, describe_lines, wide_cells
 from pykaito.cli.signals import sigterm_as_interrupt
 from pykaito.errors import ClusterError, InputError, PykaitoError
 
@@ -122,116 +132,154 @@ def not_ready_reason(ws: dict[str, Any]) -> str | None:
 
 def apply_command(
     file: Annotated[Path, typer.Option("--filename", "-f", help="Workspace YAML (one or more documents).")],
+    output: OutputOption = OutputFormat.table,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Create or update the Workspaces in a file."""
     docs = load_path(file)
-    if not docs.workspaces:
-        raise InputError(f"{file}: no Workspace in it")
+    found_sets = set_cmds.sets_in(docs)
+    if not docs.workspaces and not found_sets:
+        raise InputError(f"{file}: no Workspace or InferenceSet in it")
     kube = client(namespace, context, kubeconfig)
+    set_cmds.apply(kube, found_sets, namespace)
+    results = []
     for ws in docs.workspaces:
         body = to_dict(ws)
         if namespace:
             body.setdefault("metadata", {})["namespace"] = namespace
         _, created = kube.apply_workspace(body)
-        console.print(
-            f"workspace.kaito.sh/{ws.name} {'created' if created else 'configured'}", highlight=False
+        action = "created" if created else "configured"
+        results.append(
+            {
+                "name": ws.name,
+                "namespace": namespace or ws.metadata.namespace or kube.namespace,
+                "action": action,
+            }
         )
+        if output is OutputFormat.table:
+            console.print(f"workspace.kaito.sh/{ws.name} {action}", highlight=False)
+    if output is not OutputFormat.table:
+        emit(results, output)
 
 
 def get_command(
-    name: Annotated[str | None, typer.Argument(help="A Workspace (default: all in the namespace).")] = None,
-    output: OutputOption = OutputFormat.table,
+    name: Annotated[
+        str | None, typer.Argument(help="A Workspace (default: all); `is` or is/NAME for InferenceSets.")
+    ] = None,
+    output: Annotated[
+        GetFormat,
+        typer.Option("--output", "-o", help="table, wide (with measured performance), json or yaml"),
+    ] = GetFormat.table,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
-    """List Workspaces with upstream's printer columns."""
+    """List Workspaces with upstream's printer columns (`kaito get is` lists InferenceSets)."""
     kube = client(namespace, context, kubeconfig)
+    if (target := set_cmds.set_target(name)) is not None:
+        set_cmds.get(kube, target, OutputFormat.table if output is GetFormat.wide else output, age)
+        return
     items = [kube.get_workspace(name)] if name else kube.list_workspaces()
-    if output is not OutputFormat.table:
+    if output in (GetFormat.json, GetFormat.yaml):
         emit(items[0] if name else {"apiVersion": "v1", "kind": "List", "items": items}, output)
         return
+    wide = output is GetFormat.wide
     if not items:
         console.print(f"No workspaces in namespace {kube.namespace}.", highlight=False)
         return
     table = Table(box=None, header_style="bold")
-    for column in COLUMNS:
+    for column in COLUMNS + (WIDE_COLUMNS if wide else ()):
         table.add_column(column)
     for ws in items:
-        table.add_row(*row(ws))
+        table.add_row(*row(ws), *(wide_cells(ws) if wide else ()))
     console.print(table)
 
 
+def _plan_lines(ws: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The plan's explanation for a stored Workspace, or why there is none."""
+    from pykaito.api.loading import parse_workspace
+    from pykaito.planner import plan
+
+    try:
+        workspace = parse_workspace({k: v for k, v in ws.items() if k != "status"})
+        return list(plan(workspace).explanation), None
+    except PykaitoError as exc:
+        return [], str(exc)
+
+
 def describe_command(
-    name: Annotated[str, typer.Argument(help="The Workspace.")],
+    name: Annotated[str, typer.Argument(help="The Workspace, or is/NAME for an InferenceSet.")],
+    output: OutputOption = OutputFormat.table,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Conditions, events and the sizing plan of one Workspace."""
     kube = client(namespace, context, kubeconfig)
+    if target := set_cmds.set_target(name):
+        set_cmds.describe(kube, target, age)
+        return
     ws = kube.get_workspace(name)
+    if output is not OutputFormat.table:
+        lines, problem = _plan_lines(ws)
+        plan_data: dict[str, Any] = {"explanation": lines} if problem is None else {"unavailable": problem}
+        emit({"workspace": ws, "events": kube.events_for(name), "plan": plan_data}, output)
+        return
     meta, status = ws.get("metadata") or {}, ws.get("status") or {}
     preset = ((ws.get("inference") or {}).get("preset") or {}).get("name", "-")
-    for label, value in (
-        ("Name", meta.get("name")),
-        ("Namespace", meta.get("namespace")),
-        ("Preset", preset),
-        ("Instance", (ws.get("resource") or {}).get("instanceType") or "(bring your own nodes)"),
-        ("State", status.get("state") or "-"),
-        ("Target nodes", status.get("targetNodeCount") or "-"),
-        ("Worker nodes", ", ".join(status.get("workerNodes") or []) or "-"),
-        ("Age", age(meta.get("creationTimestamp"))),
-    ):
-        console.print(f"[bold]{label + ':':<14}[/]{value}", highlight=False)
-    table = Table(title="Conditions", box=None, header_style="bold", title_justify="left")
-    for column in ("TYPE", "STATUS", "REASON", "MESSAGE"):
-        table.add_column(column, overflow="fold")
-    for c in status.get("conditions") or []:
-        table.add_row(c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", ""))
-    console.print(table)
-    events = Table(title="Events", box=None, header_style="bold", title_justify="left")
-    for column in ("TYPE", "REASON", "AGE", "MESSAGE"):
-        events.add_column(column, overflow="fold")
-    for e in kube.events_for(name):
-        when = (
-            e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
-        )
-        events.add_row(e.get("type", ""), e.get("reason", ""), age(when), e.get("message", ""))
-    console.print(events)
+    print_fields(
+        [
+            ("Name", meta.get("name")),
+            ("Namespace", meta.get("namespace")),
+            ("Preset", preset),
+            ("Instance", (ws.get("resource") or {}).get("instanceType") or "(bring your own nodes)"),
+            ("State", status.get("state") or "-"),
+            ("Target nodes", status.get("targetNodeCount") or "-"),
+            ("Worker nodes", ", ".join(status.get("workerNodes") or []) or "-"),
+            ("Age", age(meta.get("creationTimestamp"))),
+        ]
+    )
+    print_conditions(status.get("conditions") or [])
+    print_events(kube.events_for(name), age)
+    console.print("[bold]Performance[/]")
+    for line in describe_lines(ws):
+        console.print(line, highlight=False)
     console.print("[bold]Plan[/]")
-    try:
-        from pykaito.api.loading import parse_workspace
-        from pykaito.planner import plan
-
-        workspace = parse_workspace({k: v for k, v in ws.items() if k != "status"})
-        for line in plan(workspace).explanation:
-            console.print(f"  {line}", highlight=False)
-    except PykaitoError as exc:
-        console.print(f"  unavailable: {exc}", highlight=False)
+    lines, problem = _plan_lines(ws)
+    for line in lines:
+        console.print(f"  {line}", highlight=False)
+    if problem is not None:
+        console.print(f"  unavailable: {problem}", highlight=False)
 
 
 def delete_command(
-    name: Annotated[str, typer.Argument(help="The Workspace.")],
+    name: Annotated[str, typer.Argument(help="The Workspace, or is/NAME for an InferenceSet.")],
+    output: OutputOption = OutputFormat.table,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Delete a Workspace (the operator then releases its nodes)."""
     kube = client(namespace, context, kubeconfig)
+    if target := set_cmds.set_target(name):
+        set_cmds.delete(kube, target)
+        return
     kube.delete_workspace(name)
+    if output is not OutputFormat.table:
+        emit({"name": name, "namespace": kube.namespace, "action": "deleted"}, output)
+        return
     console.print(f'workspace.kaito.sh "{name}" deleted', highlight=False)
 
 
 def wait_command(
-    name: Annotated[str, typer.Argument(help="The Workspace.")],
+    name: Annotated[str, typer.Argument(help="The Workspace, or is/NAME for an InferenceSet.")],
     condition: Annotated[str, typer.Option("--for", help="What to wait for: ready or delete.")] = "ready",
     timeout: Annotated[
         str, typer.Option("--timeout", help="Give up after this long (30s, 10m, 1h).")
     ] = "30m",
+    output: OutputOption = OutputFormat.table,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
@@ -241,6 +289,9 @@ def wait_command(
         raise InputError(f"--for {condition!r}: use ready or delete")
     limit = parse_duration(timeout)
     kube = client(namespace, context, kubeconfig)
+    if target := set_cmds.set_target(name):
+        set_cmds.wait(kube, target, condition, limit, timeout)
+        return
     deadline = time.monotonic() + limit
     last = "waiting"
     with err_console.status(f"waiting for workspace {name}…") as spinner:
@@ -253,12 +304,12 @@ def wait_command(
                 else:
                     raise
             if condition == "delete" and ws is None:
-                console.print(f"workspace {name} deleted", highlight=False)
+                _waited(name, "deleted", None, output)
                 return
             if ws is not None:
                 reason = not_ready_reason(ws)
                 if condition == "ready" and reason is None:
-                    console.print(f"workspace {name} is ready", highlight=False)
+                    _waited(name, "ready", ws, output)
                     return
                 state = (ws.get("status") or {}).get("state") or "Pending"
                 last = f"{state}: {reason}" if reason else state
@@ -268,8 +319,16 @@ def wait_command(
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 
+def _waited(name: str, outcome: str, ws: dict[str, Any] | None, output: OutputFormat) -> None:
+    if output is OutputFormat.table:
+        console.print(f"workspace {name} {'is ready' if outcome == 'ready' else outcome}", highlight=False)
+        return
+    state = ((ws or {}).get("status") or {}).get("state")
+    emit({"name": name, "outcome": outcome, "state": state}, output)
+
+
 def logs_command(
-    name: Annotated[str, typer.Argument(help="The Workspace.")],
+    name: Annotated[str, typer.Argument(help="The Workspace, or is/NAME for an InferenceSet.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
     namespace: Namespace = None,
@@ -293,15 +352,27 @@ def logs_command(
 
 
 def connect_command(
-    workspace: Annotated[str, typer.Argument(help="The Workspace to connect to.")],
+    workspace: Annotated[
+        str, typer.Argument(help="The Workspace to connect to, or is/NAME (a ready replica of the set).")
+    ],
     port: Annotated[int, typer.Option("--port", "-p", help="Local port of the tunnel.")] = 8080,
     open_ui: Annotated[bool, typer.Option("--open-ui", help="Also start the web app (kaito ui).")] = False,
+    save: Annotated[
+        str | None,
+        typer.Option("--save", help="Also save this tunnel as a connection NAME (kaito chat --connection)."),
+    ] = None,
     namespace: Namespace = None,
     context: Context = None,
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Tunnel a Ready Workspace to localhost:PORT, test it, and keep it open until Ctrl-C."""
+    if save is not None:
+        from pykaito.apps.connections import check_name
+
+        check_name(save)
     kube = client(namespace, context, kubeconfig)
+    if target := set_cmds.set_target(workspace):
+        workspace = set_cmds.ready_replica(kube, target)
     ws = kube.get_workspace(workspace)
     reason = not_ready_reason(ws)
     if reason is not None:
@@ -320,6 +391,13 @@ def connect_command(
         console.print(f"  terminal chat:  kaito chat --endpoint {forward.url}", highlight=False)
         console.print(f"  web chat:       kaito ui --endpoint {forward.url}", highlight=False)
         console.print(f"  OpenAI clients: base_url={forward.url}/v1", highlight=False)
+        if save is not None:
+            from pykaito.apps.connections import Connection, ConnectionStore
+
+            ConnectionStore().add(
+                Connection(save, forward.url, "workspace", workspace, kube.namespace), replace=True
+            )
+            console.print(f"  saved as connection {save}: kaito chat --connection {save}", highlight=False)
         ui = start_ui(forward.url) if open_ui else None
         console.print("keeping the tunnel open; press Ctrl-C to stop", style="dim")
         try:

@@ -9,16 +9,21 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from pykaito.cli import (
     api_cmds,
+    bench_cmds,
     catalog_cmds,
     chat_cmds,
     cluster_cmds,
+    models_cmds,
     plan_cmds,
     render_cmds,
     serve_cmds,
+    set_cmds,
 )
+from pykaito.cli.extras import missing_extra
 from pykaito.cli.output import fail
 from pykaito.errors import PykaitoError
 
@@ -30,8 +35,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (catalog_cmds, api_cmds, plan_cmds, render_cmds, serve_cmds, cluster_cmds, chat_cmds):
+for module in (
+    catalog_cmds,
+    api_cmds,
+    plan_cmds,
+    render_cmds,
+    serve_cmds,
+    cluster_cmds,
+    set_cmds,
+    chat_cmds,
+    bench_cmds,
+):
     module.register(app)
+models_cmds.register(app)
 
 
 def main() -> None:
@@ -39,6 +55,11 @@ def main() -> None:
         app()
     except PykaitoError as exc:
         fail(str(exc))
+    except ModuleNotFoundError as exc:  # an optional part that is not installed
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        fail(escape(message))
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -18,8 +18,12 @@ from pykaito.catalog.models import describe_model, is_hf_id
 from pykaito.catalog.types import ModelPreset
 from pykaito.cli.api_cmds import offline_context
 from pykaito.cli.output import OutputFormat, console, emit
+from pykaito.client.hub import fetch_model_files
 from pykaito.errors import InputError, ValidationError
+from pykaito.manifests.weight_cache import CACHED_RUNTIMES, cache_name
+from pykaito.manifests.weight_cache import size_gib as cache_size_gib
 from pykaito.planner import Plan, alternatives, plan, plan_preset, plan_to_dict
+from pykaito.planner.coldstart import cold_start
 from pykaito.planner.engine_args import to_argv
 
 OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml")]
@@ -32,7 +36,7 @@ def resolve_model(name: str, catalog: Catalog) -> ModelPreset:
     if found is not None:
         return found
     if Path(name).expanduser().is_dir() or is_hf_id(name):
-        return describe_model(name)
+        return describe_model(name, hub=fetch_model_files)
     return catalog.preset(name)  # CatalogError with suggestions
 
 
@@ -71,7 +75,7 @@ def _plan_file(path: Path, config: dict[str, Any] | None, catalog: Catalog) -> P
 
 
 def _alternatives(result: Plan, catalog: Catalog, max_model_len: int | None) -> list[Plan]:
-    if result.gpus_per_node == 0:
+    if result.gpus_per_node == 0 or not result.preset or result.gpu_resource != "nvidia.com/gpu":
         return []
     preset = catalog.find_preset(result.preset) or catalog.find_preset(result.model_id)
     if preset is None:
@@ -102,9 +106,13 @@ def _summary(result: Plan) -> Table:
     hardware = (
         "CPU (no GPU)"
         if result.gpus_per_node == 0
-        else f"{result.node_count} x {result.instance_type or 'own node'} "
+        else f"{result.total_nodes} x {result.instance_type or 'own node'} "
         f"({result.gpus_per_node} x {result.gpu_model} each, {_gpus(result.total_gpus)})"
     )
+    if result.replicas > 1 and result.preset:
+        hardware += f"; {result.replicas} copies of the model"
+    if not result.preset:
+        return _template_summary(result, table)
     rows = [
         ("model", f"{result.preset} ({result.model_id})"),
         ("runtime", result.runtime),
@@ -124,6 +132,13 @@ def _summary(result: Plan) -> Table:
         rows.append(("decode", f"at most {result.decode_tokens_per_s:.0f} tok/s for one stream"))
     for key, value in rows:
         table.add_row(key, value)
+    return table
+
+
+def _template_summary(result: Plan, table: Table) -> Table:
+    where = f"{result.instance_type}" if result.instance_type else "your own nodes"
+    table.add_row("model", "your pod template (inference.template), run as written")
+    table.add_row("hardware", f"{result.total_nodes} x {where}, one pod each")
     return table
 
 
@@ -147,7 +162,12 @@ def _print(result: Plan, others: list[Plan]) -> None:
     console.print(_summary(result))
     console.print()
     for line in result.explanation:
-        console.print(f"• {line}", highlight=False)
+        if line not in result.notes:
+            console.print(f"• {line}", highlight=False)
+    for note in result.notes:
+        console.print(f"[bold yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    if not result.preset:
+        return
     if result.gpus_per_node:
         console.print()
         console.print(_memory(result))
@@ -188,8 +208,22 @@ def plan_cmd(
         Path | None, typer.Option("--config", help="inference_config.yaml (or a ConfigMap holding it).")
     ] = None,
     output: OutputOption = OutputFormat.table,
+    download_gbps: Annotated[
+        float, typer.Option("--download-gbps", min=0.001, help="Hub bandwidth for the cold-start estimate.")
+    ] = 1.0,
+    disk_gibs: Annotated[
+        float, typer.Option("--disk-gibs", min=0.001, help="Node disk read rate for the cold-start estimate.")
+    ] = 1.0,
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="Size PRESET (or a pulled model) for llama.cpp on this machine.")
+    ] = False,
 ) -> None:
     """Size a model: GPUs, nodes, parallelism, context, memory and engine arguments, explained."""
+    if cpu:
+        from pykaito.cli.models_cmds import plan_cpu
+
+        plan_cpu(preset or "", output)
+        return
     if (preset is None) == (file is None):
         raise InputError("give a PRESET or -f workspace.yaml (one of them)")
     catalog = load_catalog()
@@ -208,6 +242,17 @@ def plan_cmd(
             config=overrides,
         )
     others = _alternatives(result, catalog, max_model_len)
+    known = catalog.find_preset(result.preset)
+    files_gib = (
+        known.size_gib
+        if known is not None
+        else result.memory.weights_gib * result.tensor_parallel * result.pipeline_parallel
+    )
+    start = cold_start(
+        files_gib,
+        download_gbps,
+        disk_gibs,
+    )
     if output is not OutputFormat.table:
         data = plan_to_dict(result)
         data["alternatives"] = [
@@ -219,9 +264,33 @@ def plan_cmd(
             }
             for o in others
         ]
+        data["cold_start"] = {
+            "download_s": round(start.download_s, 1),
+            "read_s": round(start.read_s, 1),
+            "download_gbps": download_gbps,
+            "disk_gibs": disk_gibs,
+        }
+        if result.runtime in CACHED_RUNTIMES:
+            data["weight_cache"] = {
+                "pvc": cache_name(result.model_id),
+                "size_gib": cache_size_gib(result),
+                "first_start_s": round(start.cold_s, 1),
+                "later_starts_s": round(start.read_s, 1),
+            }
         emit(data, output)
         return
     _print(result, others)
+    console.print()
+    console.print("[bold]cold start[/] (on paper)")
+    for line in start.lines():
+        console.print(f"• {line}", highlight=False)
+    if result.runtime in CACHED_RUNTIMES:
+        console.print(
+            f"• with the chart's weightCache.enabled: PersistentVolumeClaim {cache_name(result.model_id)} "
+            f"({cache_size_gib(result)} GiB) is filled once by a download Job ({start.cold_s:.0f} s); every "
+            f"later pod start, restart or replica reads it ({start.read_s:.0f} s at the disk rate)",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,10 +13,12 @@ from typing import Annotated
 import typer
 
 from pykaito.api.loading import dump_yaml, load_path
-from pykaito.cli.output import err_console
+from pykaito.cli.output import DocumentFormat, emit, err_console
+from pykaito.cli.set_cmds import render_sets
 from pykaito.errors import InputError
 from pykaito.manifests import Images, NodeClassRef
 from pykaito.manifests.documents import node_objects, render_documents
+from pykaito.manifests.weight_cache import WeightCacheSettings
 
 
 def parse_images(values: list[str]) -> Images:
@@ -91,15 +93,54 @@ def render_command(
             help="NodeClaim node class GROUP/KIND/NAME (default karpenter.azure.com/AKSNodeClass/default).",
         ),
     ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus", metavar="URL", help="InferenceSets: KEDA reads the metric from this Prometheus."
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", metavar="NAME", help="InferenceSets: also an InferencePool and an HTTPRoute."
+        ),
+    ] = None,
+    weight_cache: Annotated[
+        bool,
+        typer.Option(
+            "--weight-cache",
+            help="Download hub weights once into a PVC (a download Job) and have the pods read it "
+            "read-only, as the operator does with the chart's weightCache.enabled.",
+        ),
+    ] = False,
+    storage_class: Annotated[
+        str | None,
+        typer.Option("--storage-class", metavar="NAME", help="With --weight-cache: the PVC's StorageClass."),
+    ] = None,
+    output: Annotated[
+        DocumentFormat, typer.Option("--output", "-o", help="yaml (documents) or json (one v1 List)")
+    ] = DocumentFormat.yaml,
 ) -> None:
-    """Print the Kubernetes objects that run each Workspace in a file, as multi-document YAML.
+    """Print the Kubernetes objects that run each Workspace in a file, as multi-document YAML
+    (or, with -o json, one v1 List).
+
+    For an InferenceSet: its replica Workspaces, its Service and, when annotated, its KEDA ScaledObject.
 
     The same inputs always print the same text.
     Pipe it to `kubectl apply -f -` to deploy without the operator.
     """
     images = parse_images(image or [])
     ref = parse_node_class(node_class)
+    if storage_class and not weight_cache:
+        raise InputError("--storage-class applies to the weight cache: add --weight-cache")
     docs = load_path(filename)
+    set_objects = render_sets(docs, namespace=namespace, prometheus=prometheus, gateway=gateway)
+    if not docs.workspaces and set_objects:
+        if output is DocumentFormat.json:
+            emit({"apiVersion": "v1", "kind": "List", "items": set_objects}, output)
+            return
+        sys.stdout.write(dump_yaml(set_objects))
+        return
     if not docs.workspaces:
         raise InputError(f"{docs.source}: no Workspace found (a document with `kind: Workspace`)")
     rendered = render_documents(
@@ -109,10 +150,15 @@ def render_command(
         namespace=namespace,
         include_nodeclaims=include_nodeclaims,
         node_class=ref,
+        weight_cache=WeightCacheSettings(storage_class=storage_class or "") if weight_cache else None,
     )
     for note in rendered.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    sys.stdout.write(dump_yaml(rendered.objects))
+    objects = [*rendered.objects, *set_objects]
+    if output is DocumentFormat.json:
+        emit({"apiVersion": "v1", "kind": "List", "items": objects}, output)
+        return
+    sys.stdout.write(dump_yaml(objects))
 
 
 def register(app: typer.Typer) -> None:

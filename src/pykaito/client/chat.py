@@ -133,7 +133,9 @@ class ChatReply:
     """A streaming reply: iterate for text deltas; ``stats`` is set once it ends.
 
     ``close()`` stops the reply early (the server frees the sequence); the text received so
-    far stays in ``text`` and ``stats.finish_reason`` becomes ``"stopped"``.
+    far stays in ``text`` and ``stats.finish_reason`` becomes ``"stopped"``. A reply the
+    server cuts or the connection loses ends with ``"error"``; one that runs into
+    ``max_tokens`` with ``"length"``.
     """
 
     def __init__(self, chunks: openai.Stream[Any], started: float, endpoint: str) -> None:
@@ -175,17 +177,22 @@ class ChatReply:
                         self._chunk_count += 1
                         self._pieces.append(piece)
                         yield piece
+            if self._finish is None and not self._closed:
+                self._finish = "error"  # the stream ended without saying why: the server cut it
         except openai.APIStatusError as exc:
+            self._finish = self._finish or "error"
             raise ChatError(_status_message(self._endpoint, exc)) from exc
         except (openai.APIError, httpx.HTTPError, OSError) as exc:
             if self._closed:
                 return
+            self._finish = self._finish or "error"
             raise ChatError(
                 f"the connection to {self._endpoint} broke during the reply ({type(exc).__name__}): try again"
             ) from exc
         except Exception as exc:  # the transport's own errors, named by another package
             if self._closed:
                 return
+            self._finish = self._finish or "error"
             raise ChatError(
                 f"the reply from {self._endpoint} was cut off ({type(exc).__name__}): try again"
             ) from exc
@@ -324,6 +331,23 @@ class ChatClient:
         page = self._call(lambda: self._openai.models.list())
         return [model.id for model in page.data]
 
+    def count_tokens(self, messages: Sequence[Mapping[str, str]], model: str | None = None) -> int | None:
+        """The prompt tokens of a conversation, from the server's /tokenize; None where it has none.
+
+        For a reply stopped before the server reported its usage: the prompt still cost tokens.
+        """
+        body: dict[str, Any] = {"messages": [dict(m) for m in messages]}
+        if model:
+            body["model"] = model
+        try:
+            response = httpx.post(
+                f"{self.endpoint}/tokenize", json=body, headers=self._headers(), timeout=10.0
+            )
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return count if isinstance(count, int) else None
+
     def default_model(self) -> str:
         models = self.list_models()
         if not models:
@@ -373,6 +397,30 @@ class ChatClient:
             pass
         assert reply.stats is not None
         return reply.text, reply.stats
+
+    def complete(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        params: ChatParams | None = None,
+        *,
+        model: str | None = None,
+    ) -> str:
+        """One short reply, not streamed (a title, a label): its text, or ``ChatError``."""
+        params = params or ChatParams()
+        chosen = model or self.default_model()
+        answer = self._call(
+            lambda: self._openai.chat.completions.create(
+                model=chosen,
+                messages=cast(Any, [dict(m) for m in messages]),
+                stream=False,
+                temperature=params.temperature,
+                max_tokens=params.max_tokens,
+                top_p=params.top_p,
+            )
+        )
+        choices = getattr(answer, "choices", None) or []
+        content = choices[0].message.content if choices else None
+        return content if isinstance(content, str) else ""
 
     def _call(self, fn: Callable[[], _T]) -> _T:
         attempt = 0

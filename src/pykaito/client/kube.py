@@ -76,6 +76,12 @@ class KubeClient:
         with api_errors("loading the kubeconfig"):
             if path or home_config.exists() or not os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config_file = path or str(home_config)
+                if kubeconfig and not Path(kubeconfig).is_file():
+                    what = "is a directory" if Path(kubeconfig).is_dir() else "does not exist"
+                    raise ClusterError(
+                        f"--kubeconfig {kubeconfig}: the file {what}; give the path of a kubeconfig file"
+                        " (~/.kube/config by default)"
+                    )
                 if not Path(config_file).exists():
                     raise ClusterError(
                         f"no kubeconfig at {config_file}: pass --kubeconfig, set KUBECONFIG, "

@@ -8,10 +8,12 @@ next connection. ``stop()`` closes the listener and every open stream.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import select
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -52,6 +54,10 @@ class PortForward:
         self._threads: list[threading.Thread] = []
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        # the kubernetes client's portforward() swaps its ApiClient's request method while it
+        # connects: any other call on that client meanwhile (another connection's pod lookup or
+        # port-forward) would go astray, so connections are opened one at a time
+        self._connecting = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -100,11 +106,19 @@ class PortForward:
             except OSError:
                 return
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to serve it: do not leave the client hanging
+                conn.close()
+                raise
             with self._lock:
                 self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def _open_stream(self) -> tuple[Any, socket.socket]:
+        with self._connecting:
+            return self._open_stream_now()
+
+    def _open_stream_now(self) -> tuple[Any, socket.socket]:
         pod = self.pod()
         with api_errors(f"port-forwarding to pod {pod}", self.kube.server):
             forward = portforward(
@@ -113,15 +127,25 @@ class PortForward:
                 self.kube.namespace,
                 ports=str(self.remote_port),
             )
-            remote = forward.socket(self.remote_port)
-        remote.setblocking(True)
+            try:
+                remote = forward.socket(self.remote_port)
+                remote.setblocking(True)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    forward.close()
+                raise
         return forward, remote
 
     def _serve(self, conn: socket.socket) -> None:
+        """Pipe one local connection to the pod; every socket is closed whatever fails."""
         try:
             forward, remote = self._open_stream()
         except ClusterError as exc:
             logger.warning("port-forward: %s", exc)
+            conn.close()
+            return
+        except Exception as exc:  # the websocket layer's own errors: the client sees a closed socket
+            logger.warning("port-forward to %s failed: %s: %s", self.workspace, type(exc).__name__, exc)
             conn.close()
             return
         with self._lock:
@@ -177,3 +201,31 @@ class PortForward:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class ReplicaPortForward(PortForward):
+    """Forward each local connection to the next of several Workspaces' serving pods in turn.
+
+    For an InferenceSet: ``replicas()`` names its ready replica Workspaces (asked again for every
+    connection). Its Service spreads connections over those replicas the same way, so a load of
+    N connections reaches the replicas as it would in the cluster.
+    """
+
+    def __init__(
+        self, kube: KubeClient, name: str, replicas: Callable[[], list[str]], *, local_port: int = 8080
+    ) -> None:
+        super().__init__(kube, name, local_port=local_port)
+        self.replicas = replicas
+        self._turn = itertools.count()
+
+    def pod(self) -> str:
+        names = self.replicas()
+        start = next(self._turn)
+        for i in range(len(names)):
+            workspace = names[(start + i) % len(names)]
+            ready = sorted(str(p["metadata"]["name"]) for p in self.kube.pods_for(workspace) if _ready(p))
+            if ready:
+                return ready[0]
+        raise ClusterError(
+            f"{self.workspace} has no ready serving pod now (`kaito describe {self.workspace}`)"
+        )

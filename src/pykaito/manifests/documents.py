@@ -21,6 +21,7 @@ from pykaito.catalog.loader import Catalog, load_catalog
 from pykaito.errors import FieldError, InputError, ValidationError
 from pykaito.manifests.images import Images
 from pykaito.manifests.nodeclaims import NodeClassRef, render_nodeclaims
+from pykaito.manifests.weight_cache import WeightCacheSettings, cache_for, render_download_job, render_pvc
 from pykaito.manifests.workload import render
 from pykaito.planner.sizing import plan
 
@@ -63,7 +64,8 @@ def inference_config(
 def _needs_nodes(workspace: Workspace, nodes: Sequence[Mapping[str, Any]]) -> bool:
     resource = workspace.resource
     on_gpu = workspace.annotation(ANNOTATION_RUNTIME) != Runtime.LLAMACPP.value
-    return on_gpu and not (resource and resource.instanceType) and not nodes
+    on_mig = resource is not None and resource.partition is not None and resource.partition.mode == "mig"
+    return on_gpu and not on_mig and not (resource and resource.instanceType) and not nodes
 
 
 def render_documents(
@@ -75,13 +77,18 @@ def render_documents(
     include_nodeclaims: bool = False,
     node_class: NodeClassRef | None = None,
     catalog: Catalog | None = None,
+    weight_cache: WeightCacheSettings | None = None,
 ) -> Rendered:
     """Every object the Workspaces in ``docs`` become: per Workspace, NodeClaims (when asked) then
-    Services and StatefulSet. Raises InputError, ValidationError or PlanError naming the Workspace."""
+    Services and StatefulSet. Raises InputError, ValidationError or PlanError naming the Workspace.
+
+    With ``weight_cache``, a Workspace whose weights are downloaded at start is preceded by its
+    cache's PVC and download Job (once per cache) and its pods read the cache."""
     catalog = catalog or load_catalog()
     known_nodes = [*nodes, *node_objects(docs)]
     objects: list[dict[str, Any]] = []
     notes: list[str] = []
+    caches: set[tuple[str, str]] = set()
     for raw in docs.workspaces:
         workspace = apply_defaults(raw, namespace, catalog)
         subject = f"workspace/{workspace.name or '?'}"
@@ -107,5 +114,19 @@ def render_documents(
         workspace_plan = plan(workspace, catalog, known_nodes if byo and known_nodes else None, config=config)
         if include_nodeclaims:
             objects += render_nodeclaims(workspace, workspace_plan, node_class=node_class)
-        objects += render(workspace, workspace_plan, images=images, config_data=config_data)
+        cache = cache_for(workspace, workspace_plan) if weight_cache is not None else None
+        if cache is not None and (cache.namespace, cache.name) not in caches:
+            caches.add((cache.namespace, cache.name))
+            objects += [
+                render_pvc(cache, weight_cache),
+                render_download_job(cache, workspace, images, weight_cache),
+            ]
+            notes.append(
+                f"{subject}: its pods read the weights from PersistentVolumeClaim {cache.name}; without the "
+                f"operator, wait for Job {cache.job_name} to complete (kubectl wait --for=condition=complete "
+                f"job/{cache.job_name}) before the pods can start"
+            )
+        objects += render(
+            workspace, workspace_plan, images=images, config_data=config_data, weight_cache=cache
+        )
     return Rendered(objects=tuple(objects), notes=tuple(notes))

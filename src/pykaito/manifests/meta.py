@@ -8,10 +8,11 @@ import json
 import re
 from typing import Any
 
+from pykaito.api.inferenceset import LABEL_CREATED_BY
 from pykaito.api.types import API_VERSION, KIND, LABEL_WORKSPACE, Workspace
 from pykaito.planner.types import Plan
 
-ANNOTATION_REVISION = "kaito.sh/revision"
+ANNOTATION_REVISION = "workspace.kaito.io/revision"
 """sha256 of the rendered pod template and the plan: the operator re-applies when it changes."""
 ANNOTATION_CONFIG_HASH = "kaito.sh/config-hash"
 """sha256 of the inference ConfigMap's data, on the pod template so a config change rolls the pods."""
@@ -64,6 +65,15 @@ def ray_head_address(workspace: Workspace) -> str:
 
 def selector_labels(workspace: Workspace) -> dict[str, str]:
     return {LABEL_WORKSPACE: workspace.name}
+
+
+def pod_labels(workspace: Workspace) -> dict[str, str]:
+    """The pods' labels: the selector, plus the owning InferenceSet's so one Service spans its replicas."""
+    labels = selector_labels(workspace)
+    owner_set = (workspace.metadata.labels or {}).get(LABEL_CREATED_BY)
+    if owner_set:
+        labels[LABEL_CREATED_BY] = owner_set
+    return labels
 
 
 def object_labels(workspace: Workspace) -> dict[str, str]:

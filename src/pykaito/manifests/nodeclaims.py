@@ -6,7 +6,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pykaito.api.types import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, Workspace
+from pykaito.api.types import (
+    ANNOTATION_NODE_CLASS_NAME,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    Workspace,
+)
 from pykaito.manifests.pod import disk_gib, is_cpu
 from pykaito.planner.types import Plan
 
@@ -69,8 +74,11 @@ def render_nodeclaims(
     if not plan.instance_type:
         return []
     ref = (node_class or NodeClassRef()).to_dict()
+    chosen_class = workspace.annotation(ANNOTATION_NODE_CLASS_NAME)
+    if chosen_class:  # kaito.sh/node-class-name picks another NodeClass of the same kind
+        ref["name"] = chosen_class
     claims: list[dict[str, Any]] = []
-    for index in range(plan.node_count):
+    for index in range(plan.total_nodes):
         spec: dict[str, Any] = {"nodeClassRef": dict(ref)}
         if not is_cpu(plan):
             spec["taints"] = [dict(GPU_TAINT)]

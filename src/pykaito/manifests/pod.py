@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pykaito.api.types import AdapterSpec, Workspace
+from pykaito.api.types import LABEL_WORKSPACE, AdapterSpec, Workspace
 from pykaito.errors import PlanError
+from pykaito.manifests import local_weights, weight_cache
 from pykaito.manifests.images import Images
 from pykaito.manifests.meta import (
     ANNOTATION_API_KEY_SECRET,
@@ -22,10 +23,12 @@ from pykaito.manifests.meta import (
     dns_label,
     ray_head_address,
 )
+from pykaito.manifests.weight_cache import WeightCache
 from pykaito.planner.engine_args import to_argv
 from pykaito.planner.types import Plan
 
 CONTAINER_NAME = "inference"
+"""The container's name when the Workspace has none (it is named after the Workspace, as upstream)."""
 RUNTIME_COMMAND = "pykaito-runtime"
 PORT = 5000
 PORT_NAME = "http"
@@ -46,7 +49,14 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+    {
+        "key": "kubernetes.azure.com/scalesetpriority",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    },
 )
+"""GPU taints the pod tolerates: GPU nodes, provisioned GPU nodes, Azure spot nodes."""
 
 _RAY_WAIT_PY = (
     "import os, sys, ray; ray.init(address='auto', logging_level='ERROR'); "
@@ -111,7 +121,10 @@ def startup_failure_threshold(plan: Plan) -> int:
     return math.ceil(budget / PROBE_PERIOD_S)
 
 
-def runtime_args(workspace: Workspace, plan: Plan) -> list[str]:
+"""Where nodes keep baked-in weights for kaito.sh/use-local-weights, one directory per preset."""
+
+
+def runtime_args(workspace: Workspace, plan: Plan, cache: WeightCache | None = None) -> list[str]:
     """``<runtime> <engine arguments>``: what follows ``pykaito-runtime`` in the container."""
     argv = to_argv(plan.engine_args)
     if "--host" not in argv:
@@ -123,7 +136,7 @@ def runtime_args(workspace: Workspace, plan: Plan) -> list[str]:
         if "--enable-lora" not in argv:
             argv.append("--enable-lora")
         argv += ["--lora-modules", *(f"{n}={ADAPTER_DIR}/{n}" for n in names)]
-    return [plan.runtime, *argv]
+    return [plan.runtime, *weight_cache.model_args(cache, local_weights.model_args(workspace, plan, argv))]
 
 
 def adapters(workspace: Workspace) -> list[AdapterSpec]:
@@ -136,15 +149,23 @@ def adapter_names(workspace: Workspace) -> list[str]:
     return [a.source.name for a in adapters(workspace)]
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def container_name(workspace: Workspace) -> str:
+    """Named after the Workspace, so ``kubectl logs <pod> -c <workspace>`` works as upstream."""
+    return workspace.name or CONTAINER_NAME
+
+
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def env(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
+def env(workspace: Workspace, plan: Plan, cache: WeightCache | None = None) -> list[dict[str, Any]]:
     """Environment variables; secrets are referenced, never copied."""
     result: list[dict[str, Any]] = []
     if is_cpu(plan):
@@ -154,11 +175,14 @@ def env(workspace: Workspace, plan: Plan) -> list[dict[str, Any]]:
     preset = workspace.inference.preset if workspace.inference else None
     access = preset.presetOptions.modelAccessSecret if preset and preset.presetOptions else None
     if access:
-        result.append(_secret_env("HF_TOKEN", access, MODEL_ACCESS_SECRET_KEY))
+        # optional, as upstream: a pod whose model needs no token still starts without the Secret
+        result.append(_secret_env("HF_TOKEN", access, MODEL_ACCESS_SECRET_KEY, optional=True))
     api_key_secret = workspace.annotation(ANNOTATION_API_KEY_SECRET)
     if api_key_secret:
         # the runtime's middleware checks it on every route but /health and /metrics
         result.append(_secret_env("KAITO_API_KEY", api_key_secret, API_KEY_SECRET_KEY))
+    result += local_weights.env(workspace, plan)
+    result += weight_cache.env(cache)
     if plan.multi_node:
         result += [
             _field_env("POD_NAME", "metadata.name"),
@@ -189,13 +213,14 @@ def probes(plan: Plan) -> dict[str, dict[str, Any]]:
         },
         "livenessProbe": {
             **_probe_handler(plan),
+            "initialDelaySeconds": 30,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "readinessProbe": {
             **_probe_handler(plan),
-            "periodSeconds": 5,
+            "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
@@ -216,7 +241,7 @@ def resources(plan: Plan) -> dict[str, Any]:
             f"workspace {plan.workspace!r}: the {plan.runtime} runtime needs at least one GPU per node, "
             f"the plan has {plan.gpus_per_node}: choose a GPU instance type or the llamacpp runtime"
         )
-    gpus = {GPU_RESOURCE: str(plan.gpus_per_node)}
+    gpus = {plan.gpu_resource: str(plan.gpus_per_node)}
     return {"requests": dict(gpus), "limits": dict(gpus)}
 
 
@@ -247,7 +272,7 @@ def pod_security_context(plan: Plan) -> dict[str, Any] | None:
 
 
 def volumes_and_mounts(
-    workspace: Workspace, plan: Plan, images: Images
+    workspace: Workspace, plan: Plan, images: Images, cache: WeightCache | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, the inference container's mounts, init containers that fill adapter volumes)."""
     volumes: list[dict[str, Any]] = []
@@ -260,6 +285,12 @@ def volumes_and_mounts(
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     volumes.append({"name": "weights", "emptyDir": {"sizeLimit": f"{weights_volume_gib(plan)}Gi"}})
     mounts.append({"name": "weights", "mountPath": WEIGHTS_DIR})
+    node_volumes, node_mounts = local_weights.volume_and_mount(workspace, plan)
+    volumes += node_volumes
+    mounts += node_mounts
+    cache_volumes, cache_mounts = weight_cache.volume_and_mount(cache)
+    volumes += cache_volumes
+    mounts += cache_mounts
     config = workspace.inference.config if workspace.inference else None
     if config:
         volumes.append({"name": "config", "configMap": {"name": config}})
@@ -296,8 +327,19 @@ def volumes_and_mounts(
     return volumes, mounts, init_containers
 
 
+def preset_image(workspace: Workspace) -> str | None:
+    """``presetOptions.image``: the image to run instead of the runtime's own (deprecated upstream)."""
+    preset = workspace.inference.preset if workspace.inference else None
+    options = preset.presetOptions if preset is not None else None
+    return options.image if options is not None and options.image else None
+
+
 def image_pull_secrets(workspace: Workspace) -> list[dict[str, str]]:
+    """Secrets for pulling the preset's image and the adapter images, each once."""
     names: list[str] = []
+    preset = workspace.inference.preset if workspace.inference else None
+    if preset is not None and preset.presetOptions is not None:
+        names += [n for n in dict.fromkeys(preset.presetOptions.imagePullSecrets or []) if n]
     for adapter in adapters(workspace):
         for secret in adapter.source.imagePullSecrets or []:
             if secret not in names:
@@ -327,8 +369,9 @@ def node_affinity(workspace: Workspace) -> dict[str, Any] | None:
         affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
             "nodeSelectorTerms": [{"matchExpressions": expressions}]
         }
+    preferences: list[dict[str, Any]] = []
     if preferred:
-        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+        preferences.append(
             {
                 "weight": 100,
                 "preference": {
@@ -337,5 +380,20 @@ def node_affinity(workspace: Workspace) -> dict[str, Any] | None:
                     ]
                 },
             }
-        ]
+        )
+    if resource is not None and resource.instanceType:
+        # the nodes provisioned for this Workspace carry kaito.sh/workspace, as upstream's; preferred,
+        # not required, so that nodes brought by hand with the same labels still serve
+        preferences.append(
+            {
+                "weight": 100,
+                "preference": {
+                    "matchExpressions": [
+                        {"key": LABEL_WORKSPACE, "operator": "In", "values": [workspace.name]}
+                    ]
+                },
+            }
+        )
+    if preferences:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferences
     return {"nodeAffinity": affinity} if affinity else None

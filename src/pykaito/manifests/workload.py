@@ -16,13 +16,18 @@ from pykaito.manifests.meta import (
     headless_name,
     object_meta,
     plan_fingerprint,
+    pod_labels,
     selector_labels,
     sha256_hex,
 )
+from pykaito.manifests.template import template_statefulset
+from pykaito.manifests.weight_cache import WeightCache
+from pykaito.planner.template import TEMPLATE_RUNTIME
 from pykaito.planner.types import Plan
 
 SERVICE_PORT = 80
-RUNTIMES = ("vllm", "transformers", "llamacpp")
+RAY_DASHBOARD_PORT = 8265
+RUNTIMES = ("vllm", "transformers", "llamacpp", TEMPLATE_RUNTIME)
 
 
 def check_plan(workspace: Workspace, plan: Plan) -> None:
@@ -41,13 +46,17 @@ def check_plan(workspace: Workspace, plan: Plan) -> None:
 
 
 def container(
-    workspace: Workspace, plan: Plan, images: Images, mounts: list[dict[str, Any]]
+    workspace: Workspace,
+    plan: Plan,
+    images: Images,
+    mounts: list[dict[str, Any]],
+    cache: WeightCache | None = None,
 ) -> dict[str, Any]:
     """The inference container: ``pykaito-runtime <runtime> <args>`` serving on port 5000."""
-    args = pod.runtime_args(workspace, plan)
+    args = pod.runtime_args(workspace, plan, cache)
     spec: dict[str, Any] = {
-        "name": pod.CONTAINER_NAME,
-        "image": images.for_runtime(plan.runtime),
+        "name": pod.container_name(workspace),
+        "image": pod.preset_image(workspace) or images.for_runtime(plan.runtime),
         "imagePullPolicy": images.pull_policy,
     }
     if plan.multi_node:
@@ -59,7 +68,7 @@ def container(
     if plan.multi_node:
         ports.append({"name": "ray-gcs", "containerPort": pod.RAY_PORT, "protocol": "TCP"})
     spec["ports"] = ports
-    spec["env"] = pod.env(workspace, plan)
+    spec["env"] = pod.env(workspace, plan, cache)
     spec["resources"] = pod.resources(plan)
     spec.update(pod.probes(plan))
     spec["volumeMounts"] = mounts
@@ -68,16 +77,20 @@ def container(
 
 
 def pod_template(
-    workspace: Workspace, plan: Plan, images: Images, config_data: dict[str, Any] | None
+    workspace: Workspace,
+    plan: Plan,
+    images: Images,
+    config_data: dict[str, Any] | None,
+    cache: WeightCache | None = None,
 ) -> dict[str, Any]:
-    volumes, mounts, init_containers = pod.volumes_and_mounts(workspace, plan, images)
-    metadata: dict[str, Any] = {"labels": selector_labels(workspace)}
+    volumes, mounts, init_containers = pod.volumes_and_mounts(workspace, plan, images, cache)
+    metadata: dict[str, Any] = {"labels": pod_labels(workspace)}
     if config_data is not None:
         metadata["annotations"] = {ANNOTATION_CONFIG_HASH: sha256_hex(config_data)}
     spec: dict[str, Any] = {}
     if init_containers:
         spec["initContainers"] = init_containers
-    spec["containers"] = [container(workspace, plan, images, mounts)]
+    spec["containers"] = [container(workspace, plan, images, mounts, cache)]
     spec["volumes"] = volumes
     affinity = pod.node_affinity(workspace)
     if affinity is not None:
@@ -101,9 +114,13 @@ def revision(template: dict[str, Any], plan: Plan) -> str:
 
 
 def statefulset(
-    workspace: Workspace, plan: Plan, images: Images, config_data: dict[str, Any] | None = None
+    workspace: Workspace,
+    plan: Plan,
+    images: Images,
+    config_data: dict[str, Any] | None = None,
+    cache: WeightCache | None = None,
 ) -> dict[str, Any]:
-    template = pod_template(workspace, plan, images, config_data)
+    template = pod_template(workspace, plan, images, config_data, cache)
     metadata = object_meta(workspace, workspace.name)
     metadata["annotations"] = {ANNOTATION_REVISION: revision(template, plan)}
     return {
@@ -111,7 +128,7 @@ def statefulset(
         "kind": "StatefulSet",
         "metadata": metadata,
         "spec": {
-            "replicas": plan.node_count,
+            "replicas": plan.total_nodes,
             "podManagementPolicy": "Parallel",
             "serviceName": headless_name(workspace),
             "selector": {"matchLabels": selector_labels(workspace)},
@@ -125,10 +142,21 @@ def load_balancer_enabled(workspace: Workspace) -> bool:
 
 
 def service(workspace: Workspace, plan: Plan) -> dict[str, Any]:
-    """``<ws>``: port 80 to the API server; with several nodes only pod 0 serves it."""
+    """``<ws>``: port 80 to the API server; with several nodes only pod 0 serves it. As upstream,
+    it also carries Ray's ports and publishes pods before they are ready."""
     selector = selector_labels(workspace)
     if plan.multi_node:
         selector[LABEL_POD_NAME] = f"{workspace.name}-0"
+    ports: list[dict[str, Any]] = [
+        {"name": pod.PORT_NAME, "port": SERVICE_PORT, "targetPort": pod.PORT, "protocol": "TCP"},
+        {"name": "ray", "port": pod.RAY_PORT, "targetPort": pod.RAY_PORT, "protocol": "TCP"},
+        {
+            "name": "dashboard",
+            "port": RAY_DASHBOARD_PORT,
+            "targetPort": RAY_DASHBOARD_PORT,
+            "protocol": "TCP",
+        },
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -136,9 +164,8 @@ def service(workspace: Workspace, plan: Plan) -> dict[str, Any]:
         "spec": {
             "type": "LoadBalancer" if load_balancer_enabled(workspace) else "ClusterIP",
             "selector": selector,
-            "ports": [
-                {"name": pod.PORT_NAME, "port": SERVICE_PORT, "targetPort": pod.PORT, "protocol": "TCP"}
-            ],
+            "ports": ports,
+            "publishNotReadyAddresses": True,
         },
     }
 
@@ -169,16 +196,25 @@ def render(
     *,
     images: Images | None = None,
     config_data: dict[str, Any] | None = None,
+    weight_cache: WeightCache | None = None,
 ) -> list[dict[str, Any]]:
     """The objects that run a Workspace, in apply order: Service, headless Service, StatefulSet.
 
     ``config_data`` is the data of the Workspace's inference ConfigMap (``inference.config``) when
     known; its hash lands on the pod template so that editing the ConfigMap restarts the pods.
+    ``weight_cache``: the filled cache the pods read the weights from (see
+    :mod:`pykaito.manifests.weight_cache`); None downloads them at start.
     """
     check_plan(workspace, plan)
+    if plan.runtime == TEMPLATE_RUNTIME:
+        return [
+            service(workspace, plan),
+            headless_service(workspace, plan),
+            template_statefulset(workspace, plan),
+        ]
     chosen = images or Images()
     return [
         service(workspace, plan),
         headless_service(workspace, plan),
-        statefulset(workspace, plan, chosen, config_data),
+        statefulset(workspace, plan, chosen, config_data, weight_cache),
     ]

@@ -20,7 +20,9 @@ Obj = Mapping[str, Any]
 
 
 class Reason(StrEnum):
-    """Machine-readable reasons on the Workspace's conditions."""
+    """Machine-readable reasons on the Workspace's conditions: upstream's where they mean the same
+    thing (``WorkspaceInferenceStatusSuccess``, ``workspaceSucceeded``, ``workspacePending``,
+    ``workspaceFailed``, ``workspaceDeleted``, ``ResourcesReady``), ours where upstream has none."""
 
     INVALID = "InvalidWorkspace"
     PLAN_FAILED = "PlanFailed"
@@ -35,16 +37,17 @@ class Reason(StrEnum):
     RESOURCES_NOT_READY = "ResourcesNotReady"
     WORKLOAD_MISSING = "WorkloadMissing"
     PODS_NOT_READY = "PodsNotReady"
-    INFERENCE_READY = "InferenceReady"
+    INFERENCE_READY = "WorkspaceInferenceStatusSuccess"
     IMAGE_PULL = "ImagePullError"
     CRASH_LOOP = "ContainerCrashLoopBackOff"
     OOM_KILLED = "ContainerOOMKilled"
     START_ERROR = "ContainerStartError"
     EVICTED = "PodEvicted"
     UNSCHEDULABLE = "Unschedulable"
-    SUCCEEDED = "WorkspaceSucceeded"
-    NOT_SUCCEEDED = "WorkspaceNotReady"
-    DELETING = "WorkspaceDeleting"
+    SUCCEEDED = "workspaceSucceeded"
+    PENDING = "workspacePending"
+    FAILED = "workspaceFailed"
+    DELETING = "workspaceDeleted"
 
 
 FAILURE_REASONS = frozenset(
@@ -87,6 +90,7 @@ class Observed:
     pods: Sequence[Obj]
     needs_gpu: bool = True
     nodeclaim_crd_missing: bool = False
+    gpu_resource: str = GPU_RESOURCE  # what the pods request: whole GPUs or a MIG slice
 
 
 def _conditions(obj: Obj) -> dict[str, Obj]:
@@ -101,20 +105,21 @@ def _name(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
-def node_ready(node: Obj, *, needs_gpu: bool) -> tuple[bool, str]:
-    """Whether a node can run the inference pod, and if not, why."""
+def node_ready(node: Obj, *, needs_gpu: bool, resource: str = GPU_RESOURCE) -> tuple[bool, str]:
+    """Whether a node can run the inference pod, and if not, why (``resource``: the GPU resource
+    the pod requests, ``nvidia.com/gpu`` or a MIG slice such as ``nvidia.com/mig-1g.10gb``)."""
     if not _is_true(node, "Ready"):
         return False, f"node {_name(node)} is not Ready"
     if needs_gpu:
         capacity = (node.get("status") or {}).get("capacity") or {}
         try:
-            gpus = int(str(capacity.get(GPU_RESOURCE, "0")))
+            gpus = int(str(capacity.get(resource, "0")))
         except ValueError:
             gpus = 0
         if gpus <= 0:
             return (
                 False,
-                f"node {_name(node)} reports no {GPU_RESOURCE} capacity (is the GPU plugin running?)",
+                f"node {_name(node)} reports no {resource} capacity (is the GPU plugin running?)",
             )
     return True, ""
 
@@ -195,7 +200,7 @@ def _nodes_verdict(seen: Observed) -> Verdict:
     kind = ConditionType.NODES_READY
     ready, problems = 0, []
     for node in seen.nodes:
-        ok, why = node_ready(node, needs_gpu=seen.needs_gpu)
+        ok, why = node_ready(node, needs_gpu=seen.needs_gpu, resource=seen.gpu_resource)
         ready += ok
         if not ok:
             problems.append(why)
@@ -221,22 +226,41 @@ def _inference_verdict(seen: Observed) -> Verdict:
     return Verdict(kind, False, Reason.PODS_NOT_READY, f"{ready}/{want} inference pods ready")
 
 
+def succeeded_verdict(failing: Verdict | None) -> Verdict:
+    """WorkspaceSucceeded as upstream reports it: workspaceSucceeded, workspaceFailed or
+    workspacePending; the message keeps the failing condition's own reason and detail."""
+    kind = ConditionType.WORKSPACE_SUCCEEDED
+    if failing is None:
+        return Verdict(kind, True, Reason.SUCCEEDED, "the workspace is serving")
+    failed = failing.reason in FAILURE_REASONS or failing.reason in {Reason.INVALID, Reason.PLAN_FAILED}
+    reason = Reason.FAILED if failed else Reason.PENDING
+    return Verdict(kind, False, reason, f"{failing.reason}: {failing.message}")
+
+
 def conditions_from(seen: Observed) -> list[Verdict]:
-    """Every condition of a Workspace, in upstream's order, from what the cluster reports."""
-    claims = _nodeclaim_verdict(seen)
+    """Every condition of a Workspace, in upstream's order, from what the cluster reports.
+
+    As upstream, bring-your-own nodes get no NodeClaimReady condition."""
+    claims = _nodeclaim_verdict(seen) if seen.nodeclaims is not None or seen.nodeclaim_crd_missing else None
     nodes = _nodes_verdict(seen)
-    if claims.ok and nodes.ok:
+    if claims is not None and not claims.ok:
+        resource = Verdict(ConditionType.RESOURCE_READY, False, claims.reason, claims.message)
+    elif nodes.ok:
         resource = Verdict(ConditionType.RESOURCE_READY, True, Reason.RESOURCES_READY, "nodes are ready")
     else:
-        failing = claims if not claims.ok else nodes
-        resource = Verdict(ConditionType.RESOURCE_READY, False, failing.reason, failing.message)
+        resource = Verdict(ConditionType.RESOURCE_READY, False, nodes.reason, nodes.message)
     inference = _inference_verdict(seen)
-    if resource.ok and inference.ok:
-        done = Verdict(ConditionType.WORKSPACE_SUCCEEDED, True, Reason.SUCCEEDED, "the workspace is serving")
-    else:
-        failing = resource if not resource.ok else inference
-        done = Verdict(ConditionType.WORKSPACE_SUCCEEDED, False, failing.reason, failing.message)
-    return [claims, nodes, resource, inference, done]
+    failing = resource if not resource.ok else (inference if not inference.ok else None)
+    found = [nodes, resource, inference, succeeded_verdict(failing)]
+    return [claims, *found] if claims is not None else found
+
+
+def verdict_of(verdicts: Sequence[Verdict], kind: ConditionType) -> Verdict:
+    """The verdict of one condition type (ValueError when it is not among them)."""
+    for verdict in verdicts:
+        if verdict.type is kind:
+            return verdict
+    raise ValueError(f"no {kind} condition")
 
 
 def state_of(verdicts: Sequence[Verdict]) -> State:
@@ -244,7 +268,10 @@ def state_of(verdicts: Sequence[Verdict]) -> State:
     by_type = {v.type: v for v in verdicts}
     if all(v.ok for v in verdicts):
         return State.READY
-    if any(v.reason in FAILURE_REASONS or v.reason in {Reason.INVALID, Reason.PLAN_FAILED} for v in verdicts):
+    if any(
+        v.reason in FAILURE_REASONS or v.reason in {Reason.INVALID, Reason.PLAN_FAILED, Reason.FAILED}
+        for v in verdicts
+    ):
         return State.FAILED
     resource = by_type.get(ConditionType.RESOURCE_READY)
     if resource is not None and resource.ok:

@@ -1,7 +1,8 @@
 """Deleting a Workspace: mark it, release its NodeClaims, then kopf removes the finalizer.
 
 A cluster without the NodeClaim resource (no provisioner installed) has nothing to release: the
-404 on the resource is reported and deletion goes on, so such Workspaces never get stuck.
+404 on the resource is reported and deletion goes on, so such Workspaces never get stuck. Neither has
+an operator with node provisioning off (its chart grants no access to NodeClaims).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ async def _finalize(rt: Runtime, body: Mapping[str, Any], events: Events) -> Non
     )
     if not cond.same_conditions(status.get("conditions"), conditions):
         await write_status(rt, body, {"conditions": conditions})
+    rt.metrics.forget(namespace, name)
+    if not rt.settings.node_provisioning:  # nothing was provisioned (nor may NodeClaims be read)
+        return
     labels = {LABEL_WORKSPACE: name, LABEL_WORKSPACE_NAMESPACE: namespace}
     try:
         claims = await rt.kube.list(NODECLAIMS, labels=labels)
@@ -53,7 +57,6 @@ async def _finalize(rt: Runtime, body: Mapping[str, Any], events: Events) -> Non
         await rt.kube.delete(NODECLAIMS, None, str(meta_of(claim).get("name")))
     if pending:
         events.info("NodeClaimsDeleted", f"deleting {len(pending)} NodeClaim(s)")
-    rt.metrics.forget(namespace, name)
     if claims:
         remaining = await rt.kube.list(NODECLAIMS, labels=labels)
         if remaining:

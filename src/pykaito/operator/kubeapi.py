@@ -1,8 +1,10 @@
 """The operator's Kubernetes access: raw JSON over kubernetes_asyncio, errors mapped to ClusterError.
 
-Objects stay plain dicts (they only pass through). Transient failures (HTTP 429/5xx, a dropped
-connection) are retried a few times with a short backoff; everything else surfaces as
-:class:`ApiError`, which carries the HTTP status so callers can tell "not found" from "refused".
+Objects stay plain dicts (they only pass through). Every request has a deadline (a hung API server
+never blocks a reconcile). Transient failures (HTTP 429/5xx, a dropped connection, a timeout) are
+retried a few times with a short backoff, or after the server's ``Retry-After`` when it sends one;
+everything else surfaces as :class:`ApiError`, which carries the HTTP status so callers can tell
+"not found" from "refused".
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0  # seconds: a longer Retry-After is left to the handler's own retry
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,19 @@ def _error_from(exc: ApiException, method: str, path: str) -> ApiError:
     except (ValueError, TypeError, AttributeError):
         pass
     text = f"{method} {path}: HTTP {exc.status} {reason}" + (f": {message}" if message else "")
+    if exc.status == 403:
+        text += " (the operator's service account lacks this permission: check the chart's RBAC)"
     return ApiError(text, status=int(exc.status or 0), reason=reason)
+
+
+def retry_after(exc: ApiException) -> float | None:
+    """The server's ``Retry-After`` in seconds (delta-seconds form), None when absent or unreadable."""
+    headers: Any = exc.headers or {}
+    raw = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
 
 
 async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -132,15 +147,20 @@ async def load_configuration(kubeconfig: str | None = None, context: str | None 
 class KubeApi:
     """Async JSON access to the API server for the operator."""
 
-    def __init__(self, api_client: Any, *, retries: int = 3, backoff: float = 0.2) -> None:
+    def __init__(
+        self, api_client: Any, *, retries: int = 3, backoff: float = 0.2, timeout: float = 30.0
+    ) -> None:
         self._api = api_client
         self._retries = retries
         self._backoff = backoff
+        self._timeout = timeout
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeApi:
+    async def connect(
+        cls, kubeconfig: str | None = None, context: str | None = None, *, request_timeout: float = 30.0
+    ) -> KubeApi:
         configuration = await load_configuration(kubeconfig, context)
-        return cls(k8s_client.ApiClient(configuration))
+        return cls(k8s_client.ApiClient(configuration), timeout=request_timeout)
 
     async def close(self) -> None:
         await self._api.close()
@@ -153,26 +173,46 @@ class KubeApi:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        text: bool = False,
     ) -> Any:
+        """One request, retried when transient; the JSON answer (or the text, with ``text``)."""
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         queries: list[tuple[str, str]] = list((query or {}).items())
         await self._api.update_params_for_auth(headers, queries, ["BearerToken"])
         url = self._api.configuration.host + path
         for attempt in range(self._retries + 1):
+            delay = self._backoff * 2**attempt
             try:
                 response = await self._api.rest_client.request(
-                    method, url, query_params=queries or None, headers=headers, body=body
+                    method,
+                    url,
+                    query_params=queries or None,
+                    headers=headers,
+                    body=body,
+                    _request_timeout=self._timeout,
                 )
                 data = response.data
+                if text:
+                    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data or "")
                 return json.loads(data) if data else None
             except ApiException as exc:
                 error = _error_from(exc, method, path)
+                wait = retry_after(exc)
                 if exc.status not in TRANSIENT or attempt == self._retries:
                     raise error from exc
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if wait is not None and wait > MAX_RETRY_AFTER:
+                    raise error from exc
+                delay = max(delay, wait or 0.0)
+            except TimeoutError as exc:
+                if attempt == self._retries:
+                    raise ApiError(
+                        f"{method} {path}: the API server did not answer within {self._timeout:g}s"
+                    ) from exc
+            except (aiohttp.ClientError, OSError) as exc:
                 if attempt == self._retries:
                     raise ApiError(f"{method} {path}: cannot reach the API server: {exc}") from exc
-            await asyncio.sleep(self._backoff * 2**attempt)
+            logger.debug("retrying %s %s in %.1fs (attempt %d)", method, path, delay, attempt + 1)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -196,6 +236,13 @@ class KubeApi:
                 if all(((i.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in labels.items())
             ]
         return items
+
+    async def pod_log(
+        self, namespace: str, name: str, *, container: str | None = None, tail_lines: int = 10
+    ) -> str:
+        """The last lines of a pod's log."""
+        query = {"tailLines": str(tail_lines), **({"container": container} if container else {})}
+        return str(await self.request("GET", PODS.path(namespace, name, "log"), query=query, text=True))
 
     async def create(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         namespace = (obj.get("metadata") or {}).get("namespace")

@@ -27,6 +27,7 @@ from pykaito.api.types import (
 from pykaito.catalog.nodes import node_labels, node_matches
 from pykaito.errors import FieldError, PykaitoError
 from pykaito.manifests import Images, NodeClassRef
+from pykaito.operator import benchmark, weightcache
 from pykaito.operator import conditions as cond
 from pykaito.operator.children import drifted
 from pykaito.operator.context import Events, Invalid, Runtime, is_marked_invalid, meta_of, parse
@@ -39,6 +40,7 @@ from pykaito.operator.kubeapi import (
     STATEFULSETS,
     WORKSPACES,
     ApiError,
+    Resource,
     resource_of,
 )
 from pykaito.operator.status import mark_invalid, report
@@ -50,24 +52,39 @@ __all__ = ["Events", "Invalid", "Runtime", "converge", "is_marked_invalid", "liv
 
 
 async def live_context(rt: Runtime, workspace: Workspace) -> LiveContext:
-    """Nodes (only for bring-your-own nodes), ConfigMaps and Secrets, as admission rules need them."""
+    """Nodes (only for bring-your-own nodes), and the ConfigMap and Secret the Workspace names, as
+    admission rules need them. Only the named objects are read (get, never list), and of a Secret
+    only its key names are kept."""
     namespace = workspace.namespace
-    nodes, config_maps, secrets = await asyncio.gather(
+    inference = workspace.inference
+    config_name = inference.config if inference else None
+    options = inference.preset.presetOptions if inference and inference.preset else None
+    secret_name = options.modelAccessSecret if options else None
+    nodes, config_map, secret_keys = await asyncio.gather(
         _no_nodes() if provisioning(rt, workspace) else rt.kube.list(NODES),
-        rt.kube.list(CONFIGMAPS, namespace),
-        rt.kube.list(SECRETS, namespace),
+        _get_named(rt, CONFIGMAPS, namespace, config_name),
+        _secret_keys(rt, namespace, secret_name),
     )
     selector = workspace.resource.labelSelector if workspace.resource else None
     chosen = selector.model_dump(exclude_none=True) if selector is not None else None
     matched = [n for n in nodes if chosen is not None and node_matches(chosen, node_labels(n))]
     return LiveContext(
         nodes=matched or None,
-        config_maps={str(meta_of(c).get("name")): dict(c.get("data") or {}) for c in config_maps},
-        secrets={
-            str(meta_of(s).get("name")): set((s.get("data") or {}) | (s.get("stringData") or {}))
-            for s in secrets
-        },
+        config_maps={config_name: dict(config_map.get("data") or {})} if config_name and config_map else {},
+        secrets={secret_name: secret_keys} if secret_name and secret_keys is not None else {},
     )
+
+
+async def _get_named(rt: Runtime, res: Resource, namespace: str, name: str | None) -> dict[str, Any] | None:
+    return await rt.kube.get(res, namespace, name) if name else None
+
+
+async def _secret_keys(rt: Runtime, namespace: str, name: str | None) -> set[str] | None:
+    """The key names of one Secret (its values are dropped at once); None when it does not exist."""
+    secret = await _get_named(rt, SECRETS, namespace, name)
+    if secret is None:
+        return None
+    return set(secret.get("data") or {}) | set(secret.get("stringData") or {})
 
 
 async def _inference_config(
@@ -172,13 +189,14 @@ async def observe(
         rt.kube.get(STATEFULSETS, namespace, workspace.name), rt.kube.list(PODS, namespace, labels=labels)
     )
     return cond.Observed(
-        target_nodes=plan.node_count,
+        target_nodes=plan.total_nodes,
         nodeclaims=claims if claims is not None else ([] if crd_missing else None),
         nodes=nodes,
         statefulset=statefulset,
         pods=pods,
         needs_gpu=plan.gpus_per_node > 0,
         nodeclaim_crd_missing=crd_missing,
+        gpu_resource=plan.gpu_resource,
     )
 
 
@@ -269,30 +287,49 @@ async def _converge(
         raise kopf.PermanentError(str(problem)) from problem
 
     status = body.get("status") or {}
-    extra: dict[str, Any] = {"targetNodeCount": status.get("targetNodeCount") or plan.node_count}
+    extra: dict[str, Any] = {"targetNodeCount": status.get("targetNodeCount") or plan.total_nodes}
     if "targetNodeCount" not in status:
         events.info(
             "Planned",
             f"{plan.node_count} node(s) x {plan.gpus_per_node} GPU, max-model-len {plan.max_model_len}",
         )
+        for note in plan.notes:  # asked for one thing, planned another: say so where users look
+            events.warn("PlanAdjusted", note)
     claims: list[dict[str, Any]] | None = None
     crd_missing = False
     if provision:
         claims = await ensure_nodeclaims(rt, workspace, plan, events)
         crd_missing = claims is None
+    # the weights download while the nodes come up; the pods start once both are ready
+    cache = await weightcache.ensure(rt, workspace, plan, events, images(rt))
     seen = await observe(rt, workspace, plan, claims, crd_missing=crd_missing)
     extra["workerNodes"] = sorted(str(meta_of(n).get("name")) for n in seen.nodes)
     verdicts = cond.conditions_from(seen)
-    resource_ok = verdicts[2].ok
-    if resource_ok and await apply_children(
-        rt, rt.toolkit.render(workspace, plan, config_data, images(rt)), events
+    resource = cond.verdict_of(verdicts, ConditionType.RESOURCE_READY)
+    resource_ok = resource.ok
+    cache_ready = cache is None or cache.ready
+    if (
+        resource_ok
+        and cache_ready
+        and await apply_children(
+            rt,
+            rt.toolkit.render(
+                workspace, plan, config_data, images(rt), weight_cache=cache.cache if cache else None
+            ),
+            events,
+        )
     ):
         seen = await observe(rt, workspace, plan, claims, crd_missing=crd_missing)
         verdicts = cond.conditions_from(seen)
-    state = await report(rt, body, verdicts, events, extra)
+    state = await report(rt, body, weightcache.with_cache(verdicts, cache), events, extra)
+    await benchmark.sync(rt, body, workspace, state, events, images(rt))
     if not resource_ok and waiting_raises:
         delay = rt.settings.wait_max_seconds if crd_missing else rt.settings.wait_delay(retry)
-        raise kopf.TemporaryError(f"waiting for nodes: {verdicts[2].message}", delay=delay)
+        raise kopf.TemporaryError(f"waiting for nodes: {resource.message}", delay=delay)
+    if cache is not None and not cache.ready and not cache.failed and waiting_raises:
+        raise kopf.TemporaryError(
+            f"waiting for the weights: {cache.message}", delay=rt.settings.wait_delay(retry)
+        )
     return state
 
 
@@ -331,9 +368,12 @@ async def _wait_for_byo_nodes(
         else cond.Verdict(v.type, False, cond.Reason.NODE_NOT_READY, message)
         for v in cond.conditions_from(seen)
     ]
+    waiting = cond.Verdict(ConditionType.RESOURCE_READY, False, cond.Reason.NODE_NOT_READY, message)
     verdicts = [
-        cond.Verdict(v.type, False, cond.Reason.NODE_NOT_READY, message)
-        if v.type in {ConditionType.RESOURCE_READY, ConditionType.WORKSPACE_SUCCEEDED}
+        waiting
+        if v.type is ConditionType.RESOURCE_READY
+        else cond.succeeded_verdict(waiting)
+        if v.type is ConditionType.WORKSPACE_SUCCEEDED
         else v
         for v in verdicts
     ]

@@ -65,6 +65,10 @@ async def mark_invalid(rt: Runtime, body: Mapping[str, Any], problem: Invalid, e
         by_type.setdefault(condition_for(error.path), []).append(error)
     verdicts = [cond.Verdict(t, False, problem.reason, describe_errors(errs)) for t, errs in by_type.items()]
     if ConditionType.WORKSPACE_SUCCEEDED not in by_type:
-        verdicts.append(cond.Verdict(ConditionType.WORKSPACE_SUCCEEDED, False, problem.reason, str(problem)))
+        verdicts.append(
+            cond.succeeded_verdict(
+                cond.Verdict(ConditionType.WORKSPACE_SUCCEEDED, False, problem.reason, str(problem))
+            )
+        )
     await report(rt, body, verdicts, events, announce=False)
     events.warn(problem.reason, str(problem))

@@ -6,13 +6,16 @@ logic can be exercised with the real core or with small stand-ins.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pykaito.api import validation
 from pykaito.api.types import Workspace
+from pykaito.catalog.loader import load_catalog
 from pykaito.errors import FieldError
+from pykaito.manifests import render, render_nodeclaims
+from pykaito.planner import sizing
 from pykaito.planner.types import Plan
 
 ValidateFn = Callable[..., list[FieldError]]
@@ -62,11 +65,19 @@ class Toolkit:
         )
 
     def render(
-        self, workspace: Workspace, plan: Plan, config_data: dict[str, Any] | None, images: Any = None
+        self,
+        workspace: Workspace,
+        plan: Plan,
+        config_data: dict[str, Any] | None,
+        images: Any = None,
+        weight_cache: Any = None,
     ) -> list[dict[str, Any]]:
-        if images is None:
-            return self.render_fn(workspace, plan, config_data=config_data)
-        return self.render_fn(workspace, plan, config_data=config_data, images=images)
+        extra: dict[str, Any] = {}
+        if images is not None:
+            extra["images"] = images
+        if weight_cache is not None:
+            extra["weight_cache"] = weight_cache
+        return self.render_fn(workspace, plan, config_data=config_data, **extra)
 
     def render_nodeclaims(
         self, workspace: Workspace, plan: Plan, node_class: Any = None
@@ -78,16 +89,11 @@ class Toolkit:
 
 def default_toolkit() -> Toolkit:
     """The real core: pykaito.api.validation, pykaito.planner.sizing and pykaito.manifests."""
-    from pykaito.catalog.loader import load_catalog
-    from pykaito.manifests import render, render_nodeclaims
-
-    validation = importlib.import_module("pykaito.api.validation")
-    sizing = importlib.import_module("pykaito.planner.sizing")
     return Toolkit(
         catalog=load_catalog(),
         validate_fn=validation.validate,
         plan_fn=sizing.plan,
         render_fn=render,
         render_nodeclaims_fn=render_nodeclaims,
-        context_factory=getattr(validation, "ValidationContext", None),
+        context_factory=validation.ValidationContext,
     )

@@ -16,11 +16,25 @@ MAX_NUM_SEQS = 256
 MIN_NUM_SEQS = 4
 TOKENS_PER_SEQUENCE = 1024  # the average sequence length max-num-seqs is sized for
 CPU_PARALLEL = 8
+DEFAULT_PERFORMANCE_MODE = "balanced"
 
 
 def serving_dtype(preset: ModelPreset) -> str:
-    """vLLM's --dtype: bfloat16 unless the checkpoint is float16."""
-    return "float16" if preset.dtype == "float16" else "bfloat16"
+    """vLLM's --dtype: bfloat16 unless the checkpoint is float16; quantized checkpoints choose their own."""
+    if preset.dtype in ("float16", "auto"):
+        return preset.dtype
+    return "bfloat16"
+
+
+def format_args(preset: ModelPreset) -> list[Arg]:
+    """How vLLM reads the checkpoint: Mistral's own format, a special tokenizer mode."""
+    args: list[Arg] = []
+    if preset.mistral_format:
+        args += [("--load-format", "mistral"), ("--config-format", "mistral")]
+    mode = "mistral" if preset.mistral_format else preset.tokenizer_mode
+    if mode:
+        args.append(("--tokenizer-mode", mode))
+    return args
 
 
 def max_num_seqs(kv_tokens: int) -> int:
@@ -42,14 +56,20 @@ def vllm_args(
     max_model_len: int,
     gpu_memory_utilization: float,
     num_seqs: int,
+    performance_mode: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> list[Arg]:
-    """``vllm serve`` arguments; ``overrides`` (a ConfigMap's ``vllm:`` section) apply last."""
+    """``vllm serve`` arguments; ``overrides`` (a ConfigMap's ``vllm:`` section) apply last.
+
+    ``performance_mode`` (interactivity or throughput) becomes vLLM's own --performance-mode;
+    balanced is vLLM's default and adds nothing.
+    """
     args: list[Arg] = [
         ("--model", preset.model_id),
-        ("--served-model-name", preset.name),
+        ("--served-model-name", " ".join(preset.served_names)),
         ("--download-dir", WEIGHTS_DIR),
         ("--dtype", serving_dtype(preset)),
+        *format_args(preset),
         ("--tensor-parallel-size", str(layout.tensor_parallel)),
     ]
     if layout.pipeline_parallel > 1:
@@ -69,7 +89,10 @@ def vllm_args(
         args += [("--tool-call-parser", preset.tool_call_parser), ("--enable-auto-tool-choice", None)]
     if preset.reasoning_parser:
         args.append(("--reasoning-parser", preset.reasoning_parser))
-    args += [("--max-num-seqs", str(num_seqs)), ("--port", str(PORT))]
+    args.append(("--max-num-seqs", str(num_seqs)))
+    if performance_mode and performance_mode != DEFAULT_PERFORMANCE_MODE:
+        args.append(("--performance-mode", performance_mode))
+    args.append(("--port", str(PORT)))
     return merge_overrides(args, overrides or {})
 
 
@@ -97,7 +120,7 @@ def llamacpp_args(
     by the --parallel sequences, so each may grow to max-model-len."""
     args: list[Arg] = [
         ("--model", preset.gguf or preset.model_id),
-        ("--served-model-name", preset.name),
+        ("--served-model-name", " ".join(preset.served_names)),
         ("--ctx-size", str(max_model_len * parallel)),
         ("--parallel", str(parallel)),
         ("--port", str(PORT)),

@@ -13,6 +13,9 @@ from typing import Any
 
 Arg = tuple[str, str | None]
 
+MULTI_VALUE_FLAGS = frozenset({"--served-model-name"})
+"""Flags that take several values (``--served-model-name a b``); their value holds them space-separated."""
+
 
 def flag_name(key: str) -> str:
     """``max-model-len`` or ``max_model_len`` or ``--max-model-len`` -> ``--max-model-len``."""
@@ -54,12 +57,13 @@ def merge_overrides(base: Sequence[Arg], overrides: Mapping[str, Any]) -> list[A
 
 
 def to_argv(args: Iterable[Arg]) -> list[str]:
-    """Flatten to a command line: ``["--max-model-len", "4096", "--trust-remote-code"]``."""
+    """Flatten to a command line: ``["--max-model-len", "4096", "--trust-remote-code"]``; a
+    multi-valued flag's names become separate words."""
     argv: list[str] = []
     for name, value in args:
         argv.append(name)
         if value is not None:
-            argv.append(value)
+            argv.extend(value.split() if name in MULTI_VALUE_FLAGS else [value])
     return argv
 
 
@@ -75,6 +79,12 @@ def from_argv(argv: Sequence[str]) -> list[Arg]:
             name, value = token.split("=", 1)
             args.append((name, value))
             i += 1
+        elif token in MULTI_VALUE_FLAGS:
+            end = i + 1
+            while end < len(argv) and not argv[end].startswith("--"):
+                end += 1
+            args.append((token, " ".join(argv[i + 1 : end]) or None))
+            i = end
         elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             args.append((token, argv[i + 1]))
             i += 2

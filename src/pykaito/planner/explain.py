@@ -168,6 +168,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     data["engine_args"] = [[name, value] for name, value in plan.engine_args]
     data["argv"] = to_argv(plan.engine_args)
     data["explanation"] = list(plan.explanation)
+    data["notes"] = list(plan.notes)
+    data["total_nodes"] = plan.total_nodes
     data["total_gpus"] = plan.total_gpus
     data["memory"]["total_gib"] = round(plan.memory.total_gib, 3)
     return data

@@ -9,15 +9,16 @@ in as ``model``; the planner itself never reads the network.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pykaito.api.defaults import runtime_of
-from pykaito.api.types import Runtime, Workspace
+from pykaito.api.types import ANNOTATION_PERFORMANCE_MODE, Runtime, Workspace
 from pykaito.catalog.loader import Catalog, load_catalog
 from pykaito.catalog.types import InstanceType, ModelPreset
 from pykaito.errors import CatalogError, PlanError
 from pykaito.planner import explain
-from pykaito.planner.commands import max_num_seqs, transformers_args, vllm_args
+from pykaito.planner.commands import DEFAULT_PERFORMANCE_MODE, max_num_seqs, transformers_args, vllm_args
 from pykaito.planner.cpu import cpu_plan
 from pykaito.planner.engine_args import flag_name
 from pykaito.planner.fit import Fit, NoFit, fit
@@ -30,8 +31,17 @@ from pykaito.planner.inputs import (
     nodes_instance,
     override,
 )
+from pykaito.planner.partition import partitioned_instance
+from pykaito.planner.template import template_plan
 from pykaito.planner.types import MemoryBreakdown, Plan
 from pykaito.planner.upstream import upstream_for
+
+PERFORMANCE_MODES = {
+    "interactivity": "low latency per request (vLLM --performance-mode interactivity: finer CUDA "
+    "graphs, latency-oriented kernels, smaller batches)",
+    "throughput": "the most tokens per second overall (vLLM --performance-mode throughput: larger "
+    "CUDA graphs, more aggressive batching)",
+}
 
 
 def _suggestions(
@@ -63,6 +73,7 @@ def plan_on(
     catalog: Catalog | None = None,
     available_nodes: int | None = None,
     suggest: bool = True,
+    performance_mode: str | None = None,
 ) -> Plan:
     """Plan ``preset`` on ``instance`` (None: a CPU preset needs no instance type).
 
@@ -117,7 +128,9 @@ def plan_on(
             f"{preset.name} needs {found.layout.nodes} nodes of {instance.name}, and the transformers "
             "runtime runs on one node: use the vllm runtime or a larger instance type"
         )
-    return _gpu_plan(preset, instance, found, runtime, utilization, overrides, workspace, count)
+    return _gpu_plan(
+        preset, instance, found, runtime, utilization, overrides, workspace, count, performance_mode
+    )
 
 
 def _gpu_plan(
@@ -129,6 +142,7 @@ def _gpu_plan(
     overrides: Mapping[str, Any],
     workspace: str,
     count: int | None,
+    performance_mode: str | None = None,
 ) -> Plan:
     layout, mem = found.layout, found.memory
     concurrent = layout.data_parallel * mem.kv_tokens / found.max_model_len
@@ -142,6 +156,7 @@ def _gpu_plan(
             max_model_len=found.max_model_len,
             gpu_memory_utilization=utilization,
             num_seqs=num_seqs,
+            performance_mode=performance_mode,
             overrides=overrides,
         )
     decode = explain.decode_tokens_per_s(
@@ -165,6 +180,8 @@ def _gpu_plan(
             "The transformers runtime sizes its own cache; the memory above is vLLM's model of it, "
             "an estimate."
         )
+    if performance_mode in PERFORMANCE_MODES and runtime == Runtime.VLLM.value:
+        lines.append(f"kaito.sh/performance-mode {performance_mode}: {PERFORMANCE_MODES[performance_mode]}.")
     if overrides:
         lines.append(
             "inference_config.yaml overrides: " + ", ".join(sorted(flag_name(k) for k in overrides)) + "."
@@ -267,9 +284,9 @@ def plan(
         raise PlanError("tuning is not supported yet: remove `tuning` and use `inference`")
     name = workspace.preset_name
     if not name:
-        raise PlanError(
-            "inference.preset.name is not set: a template Workspace runs as written, with no sizing"
-        )
+        if workspace.inference is not None and workspace.inference.template is not None:
+            return template_plan(workspace, catalog)
+        raise PlanError("inference.preset.name is not set: name a preset or give inference.template")
     preset = model or catalog.find_preset(name)
     if preset is None:
         catalog.preset(name)  # raises CatalogError with suggestions
@@ -278,22 +295,99 @@ def plan(
     resource = workspace.resource
     count = resource.count if resource is not None else None
     type_name = resource.instanceType if resource is not None else None
+    partition = resource.partition if resource is not None else None
+    mode = workspace.annotation(ANNOTATION_PERFORMANCE_MODE)
     available: int | None = None
     instance: InstanceType | None = None
-    if nodes is not None and not preset.cpu_only:
+    head: list[str] = []
+    notes: list[str] = []
+    gpu_resource, gpu_amount = None, 0
+    if partition is not None and not preset.cpu_only:
+        part = partitioned_instance(workspace, partition, catalog, nodes)
+        instance, available, gpu_resource, gpu_amount = part.instance, 1, part.resource, part.amount
+        head.append(part.explanation)
+        if count is not None and count != 1:
+            notes.append(f"resource.count {count} is ignored: a GPU partition runs the model on one node.")
+        count = None
+    elif nodes is not None and not preset.cpu_only:
         instance, available = nodes_instance(workspace, nodes, catalog)
     elif type_name:
         instance = catalog.instance_type(type_name)
-    return plan_on(
-        preset,
-        instance,
-        runtime=runtime,
-        count=count,
-        config=config,
-        workspace=workspace.name,
-        catalog=catalog,
-        available_nodes=available,
+
+    def plan_with(nodes_wanted: int | None) -> Plan:
+        return plan_on(
+            preset,
+            instance,
+            runtime=runtime,
+            count=nodes_wanted,
+            config=config,
+            workspace=workspace.name,
+            catalog=catalog,
+            available_nodes=available,
+            performance_mode=mode,
+        )
+
+    result = plan_with(None)
+    if count is not None:
+        result, extra = _apply_count(result, count, available, plan_with, preset)
+        notes += extra
+    if gpu_resource is not None:
+        result = replace(result, gpu_resource=gpu_resource, gpus_per_node=gpu_amount, instance_type="")
+    notes += _option_notes(workspace, preset, result.runtime, mode)
+    if head or notes:
+        result = replace(result, explanation=(*head, *result.explanation, *notes), notes=tuple(notes))
+    return result
+
+
+def _apply_count(
+    auto: Plan, count: int, available: int | None, plan_with: Any, preset: ModelPreset
+) -> tuple[Plan, list[str]]:
+    """Follow resource.count as upstream admits it: fewer nodes than the model needs are replaced
+    by the planner's count (with a note saying why); more are honoured, as independent copies of
+    the model when one node holds it (data parallel), else as more pipeline stages."""
+    if count < 1:
+        raise PlanError(f"resource.count must be at least 1, got {count}")
+    needed = auto.node_count
+    if count == needed:
+        return plan_with(count), []
+    if count < needed:
+        return auto, [
+            f"resource.count {count} is below what {preset.name} needs with max-model-len "
+            f"{auto.max_model_len}: {needed} nodes are used instead. Set resource.count to {needed} "
+            "(or remove it) to make this explicit."
+        ]
+    if needed > 1:
+        return plan_with(count), []
+    replicas = count if available is None else min(count, available)
+    notes = []
+    if replicas < count:
+        notes.append(
+            f"resource.count {count}: only {available} matching node(s), so {replicas} copies "
+            "of the model run."
+        )
+    line = (
+        f"resource.count {count}: one node holds {preset.name}, so {replicas} independent copies run, "
+        "one per node (data parallel); the Service spreads requests over them."
     )
+    planned = replace(auto, replicas=replicas, explanation=(*auto.explanation, line))
+    return planned, notes
+
+
+def _option_notes(workspace: Workspace, preset: ModelPreset, runtime: str, mode: str | None) -> list[str]:
+    """What the Workspace asks for that this model or runtime does not use."""
+    notes: list[str] = []
+    inference = workspace.inference
+    options = inference.preset.presetOptions if inference and inference.preset else None
+    if options is not None and options.modelAccessSecret and not preset.download_token_required:
+        notes.append(
+            f"presetOptions.modelAccessSecret: {preset.model_id} downloads without a token; the Secret "
+            "is still passed to the pod as HF_TOKEN (harmless; you may remove it)."
+        )
+    if mode and mode != DEFAULT_PERFORMANCE_MODE and runtime != Runtime.VLLM.value:
+        notes.append(
+            f"kaito.sh/performance-mode {mode} applies to vLLM only; the {runtime} runtime ignores it."
+        )
+    return notes
 
 
 def plan_preset(

@@ -56,10 +56,17 @@ class Plan:
     explanation: tuple[str, ...]
     upstream: UpstreamEstimate | None = None
     disk_gib: float = 0.0
+    replicas: int = 1  # independent copies of the model (data parallel over nodes), each on node_count nodes
+    gpu_resource: str = "nvidia.com/gpu"  # what a pod requests: whole GPUs or a MIG slice
+    notes: tuple[str, ...] = ()  # warnings for the user: asked for one thing, planned another
+
+    @property
+    def total_nodes(self) -> int:
+        return self.node_count * self.replicas
 
     @property
     def total_gpus(self) -> int:
-        return self.gpus_per_node * self.node_count
+        return self.gpus_per_node * self.total_nodes
 
     @property
     def multi_node(self) -> bool:

@@ -9,39 +9,46 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import pykaito
 from pykaito.errors import EngineError, PromptTooLongError, QueueFullError
 from pykaito.runtime.engine import Engine
 from pykaito.runtime.metrics import CONTENT_TYPE, ServerMetrics
-from pykaito.runtime.middleware import BodyLimitMiddleware, QueueAndAuthMiddleware
+from pykaito.runtime.middleware import BodyLimitMiddleware, JsonBodyMiddleware, QueueAndAuthMiddleware
 from pykaito.runtime.protocol import (
     ApiError,
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    Completion,
     CompletionRequest,
     DetokenizeRequest,
+    DetokenizeResponse,
+    ErrorResponse,
     ErrorType,
+    ModelList,
     TokenizeRequest,
+    TokenizeResponse,
+    VersionInfo,
 )
 from pykaito.runtime.serving import OpenAIServing
 from pykaito.runtime.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=pydantic.BaseModel)
 LoadCallback = Callable[[BaseException | None], None]
 
 _TYPE_BY_STATUS: dict[int, ErrorType] = {
@@ -72,8 +79,15 @@ def validation_error(exc: pydantic.ValidationError | RequestValidationError) -> 
         return ApiError(400, "the request is not valid")
     first = problems[0]
     loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "")
+        return ApiError(400, f"the request body is not valid JSON: {reason}".rstrip(": "))
     if loc and loc[0] == "body":
         loc = loc[1:]
+        if not loc and first.get("type") == "missing":
+            return ApiError(400, "the request body is missing: send a JSON object")
+        if not loc and first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+            return ApiError(400, "the request body must be a JSON object")
     param = _param(loc)
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if len(problems) > 1 and first.get("type") != "value_error":
@@ -110,21 +124,56 @@ def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.payload(), status_code=error.status, headers=error.headers)
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """Read a JSON body into ``model``; every way it can be wrong is a 400."""
-    raw = await request.body()
-    try:
-        data: Any = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise validation_error(exc) from None
-    except RecursionError:
-        raise ApiError(400, "the request body is nested too deeply") from None
+_ERROR_MEANINGS = {
+    400: "the request is not valid; the message names the parameter",
+    401: "the API key is missing or wrong",
+    404: "the model does not exist on this server",
+    408: "the request body did not arrive in time",
+    413: "the request body is over the server's limit",
+    415: "the request body is not sent as application/json",
+    429: "the waiting queue is full; retry after the Retry-After header's seconds",
+    500: "the server failed",
+    503: "the model is not loaded yet",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI descriptions of error answers, all with the OpenAI error body."""
+    return {s: {"model": ErrorResponse, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
+def _generation_responses(chunk: type[pydantic.BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A JSON body, or with ``stream: true`` server-sent events each holding one ``chunk``."""
+    ok: dict[str, Any] = {
+        "description": "the reply; with stream: true, server-sent events, one chunk each, then [DONE]",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "x-event-data": {"$ref": f"#/components/schemas/{chunk.__name__}"},
+            }
+        },
+    }
+    return {200: ok, **_errors(400, 401, 404, 408, 413, 415, 429, 500, 503)}
+
+
+def _with_stream_chunks(app: FastAPI) -> None:
+    """Add the streamed chunk models, which no route returns as JSON, to the document's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        _, top = models_json_schema(
+            [(ChatCompletionChunk, "serialization"), (Completion, "serialization")],
+            ref_template="#/components/schemas/{model}",
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in top.get("$defs", {}).items():
+            schemas.setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -159,8 +208,17 @@ def create_app(
         if on_loaded is not None:
             on_loaded(None)
 
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def begin_shutdown() -> None:
+        """End the replies in flight with finish reason "abort"; safe from any thread or a signal handler."""
+        for loop in loops:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(serving.abort_all)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loops.append(asyncio.get_running_loop())
         task = asyncio.create_task(load()) if manage_engine else None
         try:
             yield
@@ -177,19 +235,24 @@ def create_app(
         description="An OpenAI-compatible API over a self-hosted model.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.begin_shutdown = begin_shutdown
+    # outermost last: the key is checked first, then the content type, then the body's size and pace
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(QueueAndAuthMiddleware, api_key=settings.api_key, max_waiting=None)
 
     async def handle_error(_: Request, exc: Exception) -> Response:
         error = to_api_error(exc)
-        if error.status >= 500:
+        if error.status == 500:
             log.error("request failed: %s", exc, exc_info=exc)
         return error_response(error)
 
     for exc_class in (ApiError, EngineError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_class, handle_error)
 
-    @app.get("/health", include_in_schema=False)
+    @app.api_route("/health", methods=["GET", "HEAD"], include_in_schema=False)
     async def health() -> Response:
         if serving.load_error is not None:
             reason = f"the model failed to load: {serving.load_error}"
@@ -200,34 +263,37 @@ def create_app(
         reason = state.reason or "loading the model"
         return JSONResponse({"status": "loading", "reason": reason}, status_code=503)
 
-    @app.get("/version")
-    async def version() -> dict[str, str]:
-        return {"version": pykaito.__version__}
+    @app.get("/version", response_model=VersionInfo)
+    async def version() -> Response:
+        return serving.version()
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(serving.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=_errors(401))
     async def models() -> Response:
         return serving.models()
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        body = await parse_body(request, ChatCompletionRequest)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        responses=_generation_responses(ChatCompletionChunk),
+    )
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await serving.chat(body, request.receive)
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        body = await parse_body(request, CompletionRequest)
+    @app.post("/v1/completions", response_model=Completion, responses=_generation_responses(Completion))
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         return await serving.completion(body, request.receive)
 
-    @app.post("/tokenize")
-    async def tokenize(request: Request) -> Response:
-        return serving.tokenize(await parse_body(request, TokenizeRequest))
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=_errors(400, 401, 404, 415, 503))
+    async def tokenize(body: TokenizeRequest) -> Response:
+        return await serving.tokenize(body)
 
-    @app.post("/detokenize")
-    async def detokenize(request: Request) -> Response:
-        return serving.detokenize(await parse_body(request, DetokenizeRequest))
+    @app.post("/detokenize", response_model=DetokenizeResponse, responses=_errors(400, 401, 404, 415, 503))
+    async def detokenize(body: DetokenizeRequest) -> Response:
+        return await serving.detokenize(body)
 
+    _with_stream_chunks(app)
     return app

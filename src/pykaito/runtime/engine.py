@@ -11,7 +11,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-FinishReason = Literal["stop", "length"]
+# "abort": the server stopped (SIGTERM, Ctrl-C) before the request finished, as vLLM reports it.
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class ChatTemplateError(ValueError):
+    """The model's chat template refused the conversation (``raise_exception`` in the template)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,23 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logprobs: int | None = None  # None: no logprobs; N: the chosen token plus N alternatives
     grammar: str | None = None  # a GBNF grammar constraining the output (json_object, json_schema)
+    speculative: bool = True  # the engine may verify draft tokens (same output); False opts out
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What a request that omits temperature, top_p, top_k or min_p is sampled with.
+
+    The model's own recommendation where it ships one, else llama.cpp's usual chain; a
+    request that omits them must not sample the whole distribution at temperature 1, which
+    makes small models ramble within a few dozen tokens.
+    """
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    source: str = "llama.cpp defaults"
 
 
 @dataclass(frozen=True)
@@ -58,12 +80,23 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class SpecDecodeStats:
+    """Totals of speculative decoding since the engine started (vLLM's spec_decode counters)."""
+
+    drafts: int = 0  # verification steps that carried at least one draft token
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    accepted_per_pos: tuple[int, ...] = ()  # [i]: drafts whose token at position i was accepted
+
+
+@dataclass(frozen=True)
 class EngineStats:
     running: int
     waiting: int
     max_running: int
     max_waiting: int
     kv_cache_usage: float = 0.0  # 0..1
+    spec_decode: SpecDecodeStats | None = None  # None: the engine does not speculate
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,16 @@ class Engine(Protocol):
     @property
     def max_model_len(self) -> int: ...
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to ``vocab_size - 1``; 0 while the model is not loaded."""
+        ...
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """Applied to the sampling parameters a request leaves out."""
+        ...
+
     def health(self) -> Health: ...
 
     def stats(self) -> EngineStats: ...
@@ -96,8 +139,22 @@ class Engine(Protocol):
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text for a conversation, from the model's own chat template."""
+    def render_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> str:
+        """The prompt text for a conversation, from the model's own chat template.
+
+        Raises ``ChatTemplateError`` when the template refuses the conversation (the client's
+        to fix) and ``EngineError`` when the template itself fails or is missing.
+        """
+        ...
+
+    def supports_tools(self) -> bool:
+        """Whether the chat template renders ``tools`` (so the model was shown how to call them)."""
         ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:

@@ -2,11 +2,13 @@
 
     pykaito-runtime llamacpp --model PATH.gguf [--port 5000] ...   serve a GGUF with the llama.cpp engine
     pykaito-runtime vllm <vllm serve arguments>                     exec vLLM with pykaito's middleware
-    pykaito-runtime transformers <transformers serve arguments>     exec transformers serve
+    pykaito-runtime transformers <transformers serve arguments>     transformers serve behind a gate
+                                                                    that checks the API key and limits load
 
 For ``vllm`` and ``transformers`` every argument is passed on, after the overrides from
 ``--inference-config`` (default /mnt/config/inference_config.yaml, skipped when absent).
-Settings come from flags and, for the API key, the ``KAITO_API_KEY`` environment variable.
+Settings come from flags; the API key from ``KAITO_API_KEY`` (a pod reads it from a Secret),
+``--api-key-file`` or ``KAITO_API_KEY_FILE``, or ``--api-key`` (visible to anyone who can run ``ps``).
 ``KAITO_LOG_FORMAT=json`` logs one JSON object per line.
 """
 
@@ -21,10 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
-from pykaito.errors import PykaitoError
+from pykaito.errors import InputError, PykaitoError
 from pykaito.runtime.launchers.common import CONFIG_PATH, Launch
-from pykaito.runtime.middleware import API_KEY_ENV
-from pykaito.runtime.settings import DEFAULT_PORT, ServerSettings
+from pykaito.runtime.settings import (
+    API_KEY_ENV,
+    API_KEY_FILE_ENV,
+    DEFAULT_PORT,
+    ServerSettings,
+    resolve_api_key,
+)
 
 LOG_FORMAT_ENV = "KAITO_LOG_FORMAT"
 
@@ -75,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     llama.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
     llama.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: 5000)")
     llama.add_argument(
-        "--served-model-name", default="", help="model id for clients (default: from the file)"
+        "--served-model-name",
+        nargs="+",
+        default=[],
+        help="model ids clients may use, the first shown in replies (default: from the file)",
     )
     llama.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429")
     llama.add_argument("--parallel", type=int, default=8, help="sequences decoded together")
@@ -87,15 +97,56 @@ def _parser() -> argparse.ArgumentParser:
         help="KV-cache tokens shared by all sequences (0: 2048 per sequence)",
     )
     llama.add_argument(
+        "--chat-template-file",
+        type=Path,
+        default=None,
+        help="a Jinja chat template to use instead of the model's own (one that renders tools enables "
+        "tool calling)",
+    )
+    llama.add_argument(
+        "--speculative",
+        choices=("off", "ngram"),
+        default="off",
+        help="ngram: greedy requests also verify draft tokens copied from their own prompt and output, "
+        "several tokens per step where text repeats, with the same output; off (default): never",
+    )
+    llama.add_argument(
         "--no-prefix-cache",
         dest="prefix_cache",
         action="store_false",
         help="compute every prompt in full instead of reusing a cached prefix",
     )
     llama.add_argument(
-        "--api-key", default=None, help=f"require this key (Authorization: Bearer); default: ${API_KEY_ENV}"
+        "--api-key-file",
+        type=Path,
+        default=None,
+        help=f"require the key on this file's first line (Authorization: Bearer); or set ${API_KEY_ENV} "
+        f"or ${API_KEY_FILE_ENV}",
+    )
+    llama.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key; it shows in the process list, so prefer --api-key-file or the environment",
     )
     llama.add_argument("--max-body-bytes", type=int, default=ServerSettings.max_body_bytes)
+    llama.add_argument(
+        "--header-timeout",
+        type=float,
+        default=ServerSettings.header_timeout_s,
+        help="seconds a client may take to send a request's headers (default: %(default)s)",
+    )
+    llama.add_argument(
+        "--body-timeout",
+        type=float,
+        default=ServerSettings.body_timeout_s,
+        help="seconds a client may take to send a request body; slower gets 408 (default: %(default)s)",
+    )
+    llama.add_argument(
+        "--max-connections",
+        type=int,
+        default=ServerSettings.max_connections,
+        help="open connections at most; a request over the cap gets 503 (default: %(default)s)",
+    )
     llama.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     for name, engine in (("vllm", "vllm serve"), ("transformers", "transformers serve")):
@@ -121,22 +172,30 @@ def _run_llamacpp(args: argparse.Namespace) -> None:
     from pykaito.runtime.serve import llamacpp_engine, serve
 
     configure_logging(args.log_level)
+    if args.header_timeout <= 0 or args.body_timeout <= 0 or args.max_connections < 1:
+        raise InputError("--header-timeout and --body-timeout must be above 0, --max-connections at least 1")
     model = resolve_model(args.model)
     engine = llamacpp_engine(
         model,
-        served_model_name=args.served_model_name,
+        served_model_name=args.served_model_name[0] if args.served_model_name else "",
         max_queue=args.max_queue,
         parallel=args.parallel,
         threads=args.threads,
         ctx_size=args.ctx_size,
         prefix_cache=args.prefix_cache,
+        chat_template_file=args.chat_template_file,
+        speculative=args.speculative,
     )
     settings = ServerSettings(
         host=args.host,
         port=args.port,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        served_model_name=args.served_model_name or None,
+        api_key=resolve_api_key(args.api_key, args.api_key_file),
+        served_model_name=args.served_model_name[0] if args.served_model_name else None,
+        served_model_aliases=tuple(args.served_model_name[1:]),
         max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
         log_level=args.log_level,
     )
     serve(engine, settings, say=logging.getLogger("pykaito.runtime").info, source=str(model))
@@ -165,9 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_logging()
         launch = _launch(args.runtime, args, rest)
         if args.print_command:
-            for key, value in sorted(launch.env.items()):
-                print(f"{key}={value}")
-            print(" ".join(launch.argv))
+            print("\n".join(launch.describe()))
             return
         launch.exec()
     except PykaitoError as exc:

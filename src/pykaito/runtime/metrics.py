@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pykaito.runtime.engine import EngineStats
@@ -41,9 +41,9 @@ class EngineStatsCollector(Collector):
         self._model_name = model_name
         self._stats = stats
 
-    def _families(self, stats: EngineStats | None) -> list[GaugeMetricFamily]:
+    def _families(self, stats: EngineStats | None) -> list[Metric]:
         label = ["model_name"]
-        families = [
+        gauges = [
             GaugeMetricFamily(
                 "vllm:num_requests_running", "Number of requests in model execution batches.", labels=label
             ),
@@ -56,9 +56,38 @@ class EngineStatsCollector(Collector):
         ]
         if stats is not None:
             values = (stats.running, stats.waiting, stats.kv_cache_usage)
-            for family, value in zip(families, values, strict=True):
+            for family, value in zip(gauges, values, strict=True):
                 family.add_metric([self._model_name], float(value))
+        families: list[Metric] = list(gauges)
+        if stats is None or stats.spec_decode is not None:
+            families += self._spec_families(stats)
         return families
+
+    def _spec_families(self, stats: EngineStats | None) -> list[Metric]:
+        """vLLM's speculative-decoding counters (only when the engine speculates)."""
+        label = ["model_name"]
+        totals = [
+            CounterMetricFamily(
+                "vllm:spec_decode_num_drafts", "Number of spec decoding drafts.", labels=label
+            ),
+            CounterMetricFamily("vllm:spec_decode_num_draft_tokens", "Number of draft tokens.", labels=label),
+            CounterMetricFamily(
+                "vllm:spec_decode_num_accepted_tokens", "Number of accepted tokens.", labels=label
+            ),
+        ]
+        per_pos = CounterMetricFamily(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            "Accepted tokens per draft position.",
+            labels=["model_name", "position"],
+        )
+        spec = stats.spec_decode if stats is not None else None
+        if spec is not None:
+            values = (spec.drafts, spec.draft_tokens, spec.accepted_tokens)
+            for family, value in zip(totals, values, strict=True):
+                family.add_metric([self._model_name], float(value))
+            for pos, count in enumerate(spec.accepted_per_pos):
+                per_pos.add_metric([self._model_name, str(pos)], float(count))
+        return [*totals, per_pos]
 
     def describe(self) -> Iterable[Metric]:
         return self._families(None)

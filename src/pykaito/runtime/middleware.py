@@ -1,4 +1,4 @@
-"""Plain ASGI middleware: API-key checks, a waiting-queue limit and a request-body limit.
+"""Plain ASGI middleware: API-key checks, a waiting-queue limit, JSON-only bodies and a request-body limit.
 
 ``QueueAndAuthMiddleware`` is what the vLLM launcher passes to ``vllm serve --middleware``: vLLM
 adds it with ``app.add_middleware(QueueAndAuthMiddleware)``, so every setting has a default read
@@ -13,11 +13,13 @@ Every refusal carries an OpenAI-shaped body: ``{"error": {"message", "type", "pa
 
 from __future__ import annotations
 
+import asyncio
 import enum
-import hmac
+import hashlib
 import json
 import math
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from pykaito.runtime.protocol import ErrorType, error_payload
+from pykaito.runtime.settings import API_KEY_ENV
 
 ASGIApp = Callable[..., Any]
 Scope = Mapping[str, Any]
@@ -32,7 +35,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[Message], Any]
 
-API_KEY_ENV = "KAITO_API_KEY"
 MAX_WAITING_ENV = "KAITO_MAX_WAITING"
 RETRY_AFTER_ENV = "KAITO_RETRY_AFTER"
 OPEN_PATHS = frozenset({"/health", "/metrics"})
@@ -46,15 +48,21 @@ class _Env(enum.Enum):
 FROM_ENV = _Env.FROM_ENV
 
 
-def bearer_matches(headers: Iterable[tuple[bytes, bytes]], key: str) -> bool:
-    """Whether ``Authorization: Bearer <key>`` is present, compared in constant time."""
+def key_digest(key: str | bytes) -> bytes:
+    """The SHA-256 of a key: keys are compared as digests, so the time taken tells nothing of the length."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+def bearer_matches(headers: Iterable[tuple[bytes, bytes]], key: str | bytes) -> bool:
+    """Whether ``Authorization: Bearer <key>`` is present; ``key`` may be given as its ``key_digest``."""
+    expected = key if isinstance(key, bytes) and len(key) == 32 else key_digest(key)
     for name, value in headers:
         if name.lower() != b"authorization":
             continue
         scheme, _, token = value.partition(b" ")
         if scheme.lower() != b"bearer":
             return False
-        return hmac.compare_digest(token.strip(), key.encode())
+        return secrets.compare_digest(key_digest(token.strip()), expected)
     return False
 
 
@@ -153,7 +161,8 @@ class QueueAndAuthMiddleware:
         open_paths: Iterable[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
-        self.api_key = (os.environ.get(API_KEY_ENV) if api_key is FROM_ENV else api_key) or None
+        key = (os.environ.get(API_KEY_ENV) if api_key is FROM_ENV else api_key) or None
+        self._key_digest = None if key is None else key_digest(key)  # the key itself is not kept
         self.max_waiting = _env_int(MAX_WAITING_ENV) if max_waiting is FROM_ENV else max_waiting
         if retry_after_s is FROM_ENV:
             retry_after_s = float(os.environ.get(RETRY_AFTER_ENV, "1") or "1")
@@ -170,9 +179,9 @@ class QueueAndAuthMiddleware:
         path: str = scope.get("path", "")
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
         if (
-            self.api_key is not None
+            self._key_digest is not None
             and path not in self.open_paths
-            and not bearer_matches(headers, self.api_key)
+            and not bearer_matches(headers, self._key_digest)
         ):
             await send_unauthorized(send, headers)
             return
@@ -196,17 +205,63 @@ class QueueAndAuthMiddleware:
             return False
         return self._waiting() > self.max_waiting
 
+    @property
+    def requires_key(self) -> bool:
+        return self._key_digest is not None
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def is_json_media_type(value: bytes) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters (charset) allowed."""
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+class JsonBodyMiddleware:
+    """Refuses a request with a body that is not sent as ``application/json`` with 415.
+
+    A browser sends ``text/plain`` or form bodies to any site without asking first (no CORS
+    preflight); answering only JSON keeps a web page from making a local server generate text.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        content_type = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-type"), None)
+        if content_type is None or not is_json_media_type(content_type):
+            sent = (
+                "no Content-Type"
+                if content_type is None
+                else f"Content-Type {content_type.decode('latin-1')!r}"
+            )
+            await send_error(
+                send,
+                415,
+                f"the request body must be JSON sent as Content-Type: application/json, not {sent}",
+                "invalid_request_error",
+                code="unsupported_media_type",
+            )
+            return
+        await self.app(scope, receive, send)
+
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413, by Content-Length and by the bytes that arrive.
+    """Refuses request bodies over ``max_bytes`` with 413, and bodies slower than ``timeout_s`` with 408.
 
     The body is read in full before the app runs (requests to an LLM server are small) and
     replayed to it; later ``receive`` calls go to the server, so disconnects still arrive.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -222,21 +277,24 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await self._too_large(send)
                     return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            await send_error(
+                send,
+                408,
+                f"the request body did not arrive within {self.timeout_s:g} s: send it at once",
+                "invalid_request_error",
+                code="request_timeout",
+                headers=[("connection", "close")],
+            )
+            return
+        except _TooLarge:
+            await self._too_large(send)
+            return
+        if body is None:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -249,6 +307,22 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body; None if the client went away first."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
     async def _too_large(self, send: Send) -> None:
         await send_error(
             send,
@@ -258,3 +332,7 @@ class BodyLimitMiddleware:
             code="request_too_large",
             headers=[("connection", "close")],
         )
+
+
+class _TooLarge(Exception):
+    pass

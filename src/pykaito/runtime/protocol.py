@@ -1,13 +1,16 @@
 """The OpenAI wire format, as pydantic models.
 
-Requests tolerate fields they do not know (like vLLM, which ignores them) and reject values
-that cannot be served: the server turns a validation failure into an OpenAI-shaped 400 that
-names the offending parameter. Responses are built from the same models so their shape is
-checked in one place.
+Requests are strict about types (``"stream": "yes"`` or ``"max_tokens": "10"`` is refused, not
+coerced; an integer is still a valid number), enforce OpenAI's ranges, and tolerate fields they
+do not know (like vLLM, which ignores them). The server turns a validation failure into an
+OpenAI-shaped 400 that names the offending parameter. The routes declare these models, so
+``/openapi.json`` describes every request and response body. Responses are built from the same
+models so their shape is checked in one place.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -31,7 +34,7 @@ def now() -> int:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True, strict=True)
 
 
 class _Response(BaseModel):
@@ -99,7 +102,6 @@ class ApiError(Exception):
 
 class StreamOptions(_Request):
     include_usage: bool = False
-    continuous_usage_stats: bool = False
 
 
 class TextFormat(_Request):
@@ -130,7 +132,7 @@ class _Sampling(_Request):
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -139,6 +141,11 @@ class _Sampling(_Request):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    speculative: bool | None = Field(
+        default=None,
+        description="false: decode one token per step, without verifying n-gram drafts "
+        "(the output is the same either way)",
+    )
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -191,11 +198,49 @@ class OtherPart(_Request):
     type: str
 
 
+class FunctionCallIn(_Request):
+    """An earlier call by the assistant; ``arguments`` is JSON text, as in OpenAI's API."""
+
+    name: str = Field(min_length=1)
+    arguments: str
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValueError(
+                'must be a JSON object encoded as a string, e.g. \'{"city": "Paris"}\''
+            ) from None
+        if not isinstance(parsed, dict):
+            raise ValueError('must be a JSON object encoded as a string, e.g. \'{"city": "Paris"}\'')
+        return value
+
+
+class ToolCallIn(_Request):
+    id: str = Field(min_length=1)
+    type: Literal["function"]
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_Request):
     model_config = ConfigDict(extra="allow")
     role: Role
     content: str | list[TextPart | OtherPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessageIn:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError(
+                f"tool_calls can only be sent on assistant messages, not on a {self.role} message"
+            )
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
         """The message's text; raises ValueError for a content part the model cannot read."""
@@ -214,18 +259,71 @@ class ChatMessageIn(_Request):
         return "".join(pieces)
 
 
+class FunctionDef(_Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Request):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Request):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     response_format: ResponseFormat | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDef] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs set to true")
         return self
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _no_legacy_functions(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError("the legacy functions API is not supported: send tools and tool_choice instead")
+        return value
+
+    @model_validator(mode="after")
+    def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
+        if self.tool_choice is not None and self.tool_choice != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools: list the functions the model may call in tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tools:
+            names = {tool.function.name for tool in self.tools}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names {self.tool_choice.function.name!r}, which is not among tools "
+                    f"({', '.join(sorted(names))})"
+                )
+        return self
+
+    def wants_tools(self) -> bool:
+        """Whether the tools are offered to the model (tools listed and tool_choice is not ``none``)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -234,9 +332,21 @@ class ChatCompletionRequest(_Sampling):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+class FunctionCallOut(_Response):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ToolCallOut(_Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(_Response):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class TopLogprob(_Response):
@@ -268,7 +378,7 @@ class Usage(_Response):
     prompt_tokens_details: PromptTokensDetails | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
-FinishReasonOut = Literal["stop", "length"]
+FinishReasonOut = Literal["stop", "length", "tool_calls", "abort"]
 
 
 class ChatChoice(_Response):
@@ -288,9 +398,17 @@ class ChatCompletion(_Response):
     system_fingerprint: str | None = None
 
 
+class ToolCallDelta(_Response):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChoiceDelta(_Response):
     role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda v: v is None)
     content: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ChatChunkChoice(_Response):
@@ -417,6 +535,7 @@ class TokenizeRequest(_Request):
     messages: list[ChatMessageIn] | None = None
     add_special_tokens: bool | None = None
     add_generation_prompt: bool = True
+    """With ``messages``: end the prompt with the assistant's turn opening, as chat completions do."""
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
@@ -439,3 +558,18 @@ class DetokenizeRequest(_Request):
 
 class DetokenizeResponse(_Response):
     prompt: str
+
+
+class SamplingDefaultsOut(_Response):
+    """What a request that leaves these parameters out is sampled with."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    source: str
+
+
+class VersionInfo(_Response):
+    version: str
+    sampling_defaults: SamplingDefaultsOut | None = None

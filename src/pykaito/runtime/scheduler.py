@@ -8,7 +8,8 @@ tested on their own. The engine's decode thread drives it:
     ... decode, sample ...
     scheduler.finish(seq)                 # when a sequence is done
 
-Callers on other threads only ``submit`` and ``cancel``. Rules:
+Callers on other threads only ``submit``, ``cancel`` and ``abandon`` (``cancel`` without the
+lock, for finalizers: a ``__del__`` may run on a thread that holds the lock). Rules:
 
 - a bounded waiting queue: ``submit`` raises QueueFullError at once when ``max_running``
   requests run and ``max_waiting`` more wait (a request that a free slot will take at the
@@ -106,6 +107,12 @@ class StepEntry(Generic[T]):
     tokens: Sequence[int]
     start_pos: int
     wants_logits: bool  # the last token's logits are needed to sample the next token
+    drafted: int = (
+        0  # the last ``drafted`` tokens are a speculative draft; logits for each and the one before
+    )
+
+
+Propose = Callable[[SequenceState[T], int], Sequence[int]]
 
 
 class Scheduler(Generic[T]):
@@ -141,6 +148,7 @@ class Scheduler(Generic[T]):
         self._free: list[int] = list(range(max_running))
         heapq.heapify(self._free)
         self._released: list[SequenceState[T]] = []
+        self._abandoned: deque[SequenceState[T]] = deque()  # appended without the lock
         self._closed = False
 
     # -- any thread --------------------------------------------------------------------------
@@ -192,6 +200,14 @@ class Scheduler(Generic[T]):
             self._work.notify()
             return True
 
+    def abandon(self, seq: SequenceState[T]) -> None:
+        """Cancel ``seq`` at the decode thread's next turn; takes no lock, so a finalizer may call it."""
+        self._abandoned.append(seq)  # deque.append is atomic
+
+    def _drain_abandoned(self) -> None:
+        while self._abandoned:
+            self.cancel(self._abandoned.popleft())
+
     def close(self) -> list[SequenceState[T]]:
         """Refuse new work; return every sequence still queued, running or awaiting release."""
         with self._lock:
@@ -214,6 +230,7 @@ class Scheduler(Generic[T]):
 
     def wait_for_work(self, timeout: float) -> bool:
         """Block until something runs, waits or awaits release; False when closed or timed out."""
+        self._drain_abandoned()
         with self._lock:
             if not (self._running or self._waiting or self._released or self._closed):
                 self._work.wait(timeout)
@@ -234,6 +251,7 @@ class Scheduler(Generic[T]):
         running ones) is closed: the sequence in the highest slot moves into the lowest hole
         (``move`` copies its KV cache there and clears the old slot), one per call.
         """
+        self._drain_abandoned()
         with self._lock:
             released, self._released = self._released, []
         for seq in released:
@@ -280,7 +298,10 @@ class Scheduler(Generic[T]):
         bottom, top = min(self._running), max(self._running)
         if top - bottom + 1 == len(self._running):
             return None
-        return min(slot for slot in self._free if bottom < slot < top)
+        # A sequence cancelled from another thread while ``admit`` released others has left
+        # ``_running`` but its slot is not free yet: that gap is closed at a later call.
+        gaps = [slot for slot in self._free if bottom < slot < top]
+        return min(gaps) if gaps else None
 
     def cached_tokens(self, slot: int) -> list[int]:
         """What the KV cache of a free slot holds (empty for a running or never used slot)."""
@@ -306,18 +327,36 @@ class Scheduler(Generic[T]):
             return 0
         return common_prefix(cached, prompt, min(len(cached), len(prompt) - 1))
 
-    def plan(self) -> list[StepEntry[T]]:
-        """The next decode step: one token per decoding sequence, then a share of prompt tokens."""
+    def plan(
+        self,
+        propose: Propose[T] | None = None,
+        *,
+        max_speculating: int = 0,
+        draft_budget: int = 0,
+    ) -> list[StepEntry[T]]:
+        """The next decode step: one token per decoding sequence, then a share of prompt tokens.
+
+        With ``propose``, while at most ``max_speculating`` sequences decode, each may add draft
+        tokens after its next token: ``propose(seq, limit)`` returns at most ``limit`` of them,
+        and the step carries at most ``draft_budget`` in all (within the batch size).
+        """
         with self._lock:
             running = list(self._running.values())
         entries: list[StepEntry[T]] = []
-        prefilling: list[SequenceState[T]] = []
-        for seq in running:
-            if seq.next_token is not None:
-                entries.append(StepEntry(seq, (seq.next_token,), seq.n_past, True))
-            elif seq.prompt_left > 0:
-                prefilling.append(seq)
-        budget = min(self.prompt_chunk, self.batch_size - len(entries))
+        decoding = [seq for seq in running if seq.next_token is not None]
+        prefilling = [seq for seq in running if seq.next_token is None and seq.prompt_left > 0]
+        speculate = propose is not None and len(decoding) <= max_speculating
+        drafts_left = min(draft_budget, self.batch_size - len(decoding) - 1) if speculate else 0
+        used = 0
+        for seq in decoding:
+            assert seq.next_token is not None
+            draft: Sequence[int] = ()
+            if drafts_left > 0 and propose is not None:
+                draft = propose(seq, drafts_left)[:drafts_left]
+                drafts_left -= len(draft)
+            entries.append(StepEntry(seq, (seq.next_token, *draft), seq.n_past, True, len(draft)))
+            used += 1 + len(draft)
+        budget = min(self.prompt_chunk, self.batch_size - used)
         prefilling.sort(key=lambda s: (s.prompt_left, s.arrival))
         for seq in prefilling:
             if budget <= 0:

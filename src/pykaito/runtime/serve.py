@@ -2,7 +2,9 @@
 
 ``serve`` is what ``kaito serve`` and ``pykaito-runtime llamacpp`` call: it binds the port first
 (so a port in use is one clear error, not a traceback), loads the model while ``/health``
-answers 503, and stops gracefully on SIGINT or SIGTERM.
+answers 503, and stops on SIGINT or SIGTERM: streams in flight end at once with finish reason
+"abort" and ``data: [DONE]``, then the process exits as uvicorn does, re-raising the signal
+(status 143 for SIGTERM, 130 for Ctrl-C).
 
 ``start_in_thread`` runs the same server on a thread and returns a ``ServerHandle`` with its
 URL and ``stop()``: what tests and the local ``kaito up`` use.
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -26,6 +29,7 @@ from fastapi import FastAPI
 
 from pykaito.errors import EngineError, InputError, PykaitoError
 from pykaito.runtime.app import create_app
+from pykaito.runtime.connections import guarded_h11
 from pykaito.runtime.engine import Engine
 from pykaito.runtime.settings import ServerSettings
 
@@ -41,7 +45,11 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 def favour_decode_thread() -> None:
-    """Shorten the interpreter's thread switch interval for the serving process."""
+    """Shorten the interpreter's thread switch interval: only for a process that is the server.
+
+    The setting is process-wide; ``serve`` (``kaito serve``, ``pykaito-runtime``) calls it, a
+    server started on a thread inside another program (``start_in_thread``) does not.
+    """
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
 
 
@@ -90,6 +98,8 @@ def llamacpp_engine(
     threads: int = 0,
     ctx_size: int = 0,
     prefix_cache: bool = True,
+    chat_template_file: Path | None = None,
+    speculative: str = "off",
 ) -> LlamaCppEngine:
     """The llama.cpp engine for a GGUF file, with the flags of ``kaito serve`` and ``pykaito-runtime``.
 
@@ -105,6 +115,14 @@ def llamacpp_engine(
         raise InputError(f"--max-queue must be 0 or more, got {max_queue}")
     if threads < 0 or ctx_size < 0:
         raise InputError("--threads and --ctx-size must be 0 (automatic) or more")
+    if speculative not in ("off", "ngram"):
+        raise InputError(f"--speculative must be off or ngram, got {speculative!r}")
+    chat_template = ""
+    if chat_template_file is not None:
+        try:
+            chat_template = chat_template_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the chat template {chat_template_file}: {exc}") from exc
     from pykaito.catalog.embedded import EMBEDDED_PRESET, embedded_gguf_path
     from pykaito.runtime.engines.llamacpp import LlamaCppEngine, LlamaCppSettings
 
@@ -119,6 +137,8 @@ def llamacpp_engine(
             threads=threads,
             served_model_name=served_model_name,
             prefix_cache=prefix_cache,
+            chat_template=chat_template,
+            speculative=speculative,
         )
     )
 
@@ -128,6 +148,27 @@ def _is_embedded(model: Path, locate: Callable[[], Path]) -> bool:
         return model.resolve() == locate().resolve()
     except PykaitoError:  # the embedded model package is not installed
         return False
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that, when told to stop, ends the streams in flight at once.
+
+    Without this a stream runs on until uvicorn's graceful timeout and is then cancelled with a
+    traceback; with it every reply ends with finish reason "abort" and ``data: [DONE]``.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._begin_shutdown: Callable[[], None] = app.state.begin_shutdown
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._begin_shutdown()
+
+    def stop(self) -> None:
+        """Stop from another thread, as a signal would."""
+        self.should_exit = True
+        self._begin_shutdown()
 
 
 def _config(app: FastAPI, settings: ServerSettings, port: int) -> uvicorn.Config:
@@ -141,6 +182,8 @@ def _config(app: FastAPI, settings: ServerSettings, port: int) -> uvicorn.Config
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, round(settings.graceful_shutdown_s)),
         server_header=False,
+        http=guarded_h11(settings.header_timeout_s),
+        limit_concurrency=settings.max_connections,
     )
 
 
@@ -161,7 +204,7 @@ def serve(
     )
     url = url_for(settings.host, port)
     failure: list[BaseException] = []
-    server: uvicorn.Server | None = None
+    server: _Server | None = None
 
     def loaded(exc: BaseException | None) -> None:
         if exc is None:
@@ -172,7 +215,7 @@ def serve(
             server.should_exit = True
 
     app = create_app(engine, settings, on_loaded=loaded)
-    server = uvicorn.Server(_config(app, settings, port))
+    server = _Server(_config(app, settings, port), app)
     say(f"listening on {url} (GET /health answers 200 once the model is loaded)")
     try:
         server.run(sockets=[sock])
@@ -189,7 +232,7 @@ class ServerHandle:
     url: str
     host: str
     port: int
-    server: uvicorn.Server
+    server: _Server
     thread: threading.Thread
     _sock: socket.socket = field(repr=False)
 
@@ -199,8 +242,8 @@ class ServerHandle:
         return self.url + "/v1"
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop gracefully (requests in flight may finish) and wait for the thread to end."""
-        self.server.should_exit = True
+        """Stop: streams in flight end with finish reason "abort"; wait for the thread to end."""
+        self.server.stop()
         self.thread.join(timeout)
         self._sock.close()
         if self.thread.is_alive():
@@ -238,12 +281,30 @@ def start_in_thread(
         loaded.set()
 
     app = create_app(engine, settings, on_loaded=on_loaded)
-    server = uvicorn.Server(_config(app, settings, port))
+    server = _Server(_config(app, settings, port), app)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"pykaito-server-{port}", daemon=True
     )
     handle = ServerHandle(url_for(settings.host, port), settings.host, port, server, thread, sock)
     thread.start()
+    try:
+        _wait_started(handle, loaded, failure, wait_ready, timeout)
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C or SIGTERM (``kaito up`` turns it into KeyboardInterrupt) while the model loads:
+        # stop the server as when it runs, so a request answered 503 is not cut off mid-answer.
+        handle.stop()
+        raise
+    return handle
+
+
+def _wait_started(
+    handle: ServerHandle,
+    loaded: threading.Event,
+    failure: list[BaseException],
+    wait_ready: bool,
+    timeout: float,
+) -> None:
+    server, thread, sock, port = handle.server, handle.thread, handle._sock, handle.port
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive():
@@ -260,7 +321,6 @@ def start_in_thread(
         if failure:
             handle.stop()
             raise EngineError(f"the model failed to load: {failure[0]}") from failure[0]
-    return handle
 
 
 def start_embedded(
@@ -273,12 +333,20 @@ def start_embedded(
     max_queue: int = 64,
     threads: int = 0,
     timeout: float = 120.0,
+    served_model_name: str = "",
+    ctx_size: int = 0,
 ) -> ServerHandle:
     """The embedded SmolLM2 model (or another GGUF) served on a thread, ready to answer: for ``kaito up``."""
     from pykaito.catalog.embedded import embedded_gguf_path
 
-    favour_decode_thread()
     path = model if model is not None else embedded_gguf_path()
-    engine = llamacpp_engine(path, max_queue=max_queue, parallel=parallel, threads=threads)
+    engine = llamacpp_engine(
+        path,
+        served_model_name=served_model_name,
+        max_queue=max_queue,
+        parallel=parallel,
+        threads=threads,
+        ctx_size=ctx_size,
+    )
     settings = ServerSettings(host=host, port=port, api_key=api_key)
     return start_in_thread(engine, settings, timeout=timeout)

@@ -7,6 +7,8 @@ the engine iterator is closed, which frees the sequence's slot and KV cache at o
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
@@ -14,14 +16,17 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive
 
+import pykaito
 from pykaito.errors import EngineError, PromptTooLongError
 from pykaito.runtime import grammar as grammars
 from pykaito.runtime.engine import (
     ChatMessage,
+    ChatTemplateError,
     Delta,
     Engine,
     FinishReason,
@@ -47,17 +52,25 @@ from pykaito.runtime.protocol import (
     CompletionRequest,
     DetokenizeRequest,
     DetokenizeResponse,
+    FinishReasonOut,
+    FunctionCallOut,
     JsonObjectFormat,
     JsonSchemaFormat,
     ModelCard,
     ModelList,
+    NamedToolChoice,
     PromptTokensDetails,
     ResponseFormat,
+    SamplingDefaultsOut,
+    TextFormat,
     TokenizeRequest,
     TokenizeResponse,
     TokenLogprobOut,
+    ToolCallDelta,
+    ToolCallOut,
     TopLogprob,
     Usage,
+    VersionInfo,
     new_id,
     now,
 )
@@ -71,6 +84,7 @@ from pykaito.runtime.streaming import (
     sse_chunk,
     until_disconnect,
 )
+from pykaito.runtime.tools import FunctionSpec, call_grammar, parse_calls
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,7 @@ class _Result:
     finish_reason: FinishReason | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Run:
     """One admitted generation: the engine stream with its first delta already in hand."""
 
@@ -97,6 +111,15 @@ class _Run:
     timer: RequestTimer
     finish_reason: FinishReason | None = None
     closed: bool = False
+    aborting: bool = False
+    _waiter: asyncio.Task[Any] | None = field(default=None, repr=False)
+    registry: set[_Run] = field(default_factory=set, repr=False)  # the server's replies in flight
+
+    def abort(self) -> None:
+        """End the reply now with finish reason "abort" (the server is stopping); on the loop's thread."""
+        self.aborting = True
+        if self._waiter is not None:
+            self._waiter.cancel("pykaito: server stopping")
 
     async def deltas(self) -> AsyncIterator[Delta]:
         delta = self.first
@@ -107,15 +130,30 @@ class _Run:
             yield delta
             if delta.finish_reason is not None:
                 return
+            if self.aborting:
+                break
+            task = asyncio.current_task()
+            self._waiter = task
             try:
                 delta = await anext(self.iterator)
             except StopAsyncIteration:
                 raise EngineError("the engine ended a stream without a finish reason") from None
+            except asyncio.CancelledError:
+                if not self.aborting or task is None:
+                    raise
+                task.uncancel()  # this cancellation only woke the reply up to end it
+                break
+            finally:
+                self._waiter = None
+        await close_iterator(self.iterator)
+        self.finish_reason = "abort"
+        yield Delta(text="", finish_reason="abort")
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.registry.discard(self)
         await close_iterator(self.iterator)
         elapsed = self.timer.finish(self.finish_reason or "abort")
         ttft = self.timer.ttft
@@ -181,13 +219,22 @@ class OpenAIServing:
         self.settings = settings
         self.metrics = metrics
         self.served_name = settings.served_model_name or engine.model_name
+        self.served_names = tuple(dict.fromkeys((self.served_name, *settings.served_model_aliases)))
         self.created = now()
         self.load_error: BaseException | None = None
+        self.stopping = False
+        self._runs: set[_Run] = set()
+
+    def abort_all(self) -> None:
+        """The server is stopping: every reply in flight, and any started later, ends with "abort"."""
+        self.stopping = True
+        for run in list(self._runs):
+            run.abort()
 
     # ------------------------------------------------------------ checks
 
     def check_model(self, model: str | None) -> None:
-        if model and model != self.served_name:
+        if model and model not in self.served_names:
             raise ApiError(
                 404,
                 f"the model {model!r} does not exist: this server serves {self.served_name!r}",
@@ -213,11 +260,30 @@ class OpenAIServing:
 
     # ------------------------------------------------------------ prompts
 
-    def chat_prompt(self, messages: Sequence[ChatMessageIn], *, add_special: bool = False) -> list[int]:
-        return self._tokenize(self.chat_text(messages), add_special=add_special, param="messages")
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessageIn],
+        *,
+        add_special: bool = False,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Render and tokenize a conversation (CPU work: call it off the event loop)."""
+        text = self.chat_text(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+        return self._tokenize(text, add_special=add_special, param="messages")
 
-    def chat_text(self, messages: Sequence[ChatMessageIn]) -> str:
-        """The prompt text of a conversation, from the model's chat template."""
+    def chat_text(
+        self,
+        messages: Sequence[ChatMessageIn],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> str:
+        """The prompt text of a conversation, from the model's chat template.
+
+        A template that refuses the conversation is the client's to fix (400); a template that
+        fails, or a model without one, is the server's (the ``EngineError`` is answered with 500).
+        """
         converted: list[ChatMessage] = []
         for i, message in enumerate(messages):
             try:
@@ -227,15 +293,17 @@ class OpenAIServing:
             extra: dict[str, Any] = dict(message.model_extra or {})
             if message.name is not None:
                 extra["name"] = message.name
+            if message.tool_calls is not None:
+                extra["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+            if message.tool_call_id is not None:
+                extra["tool_call_id"] = message.tool_call_id
             converted.append(ChatMessage(role=message.role, content=text, extra=extra))
         try:
-            return self.engine.render_chat(converted)
-        except EngineError as exc:
+            return self.engine.render_chat(
+                converted, add_generation_prompt=add_generation_prompt, tools=tools
+            )
+        except ChatTemplateError as exc:
             raise ApiError(400, str(exc), param="messages") from exc
-        except Exception as exc:  # the chat template refused the conversation
-            raise ApiError(
-                400, f"the messages do not fit the model's chat template: {exc}", param="messages"
-            ) from exc
 
     def _tokenize(self, text: str, *, add_special: bool, param: str) -> list[int]:
         try:
@@ -265,9 +333,9 @@ class OpenAIServing:
             raise ApiError(400, f"the token ids cannot be decoded: {exc}", param=param) from exc
 
     def _check_token_ids(self, tokens: Sequence[int], param: str) -> None:
-        """Refuse ids outside the vocabulary before they reach native code (engines that tell their size)."""
-        vocab = getattr(self.engine, "vocab_size", None)
-        if not isinstance(vocab, int) or vocab <= 0:
+        """Refuse ids outside the vocabulary before they reach native code."""
+        vocab = self.engine.vocab_size
+        if vocab <= 0:  # not loaded yet: check_ready answers first
             return
         for i, token in enumerate(tokens):
             if not 0 <= token < vocab:
@@ -306,12 +374,13 @@ class OpenAIServing:
                 param=max_new_param,
                 code="context_length_exceeded",
             )
-        defaults = SamplingParams()
+        defaults = self.engine.sampling_defaults  # for what the request leaves out
+        top_k = defaults.top_k if body.top_k is None else max(0, body.top_k)  # -1: no top-k
         return SamplingParams(
             max_tokens=max_new,
             temperature=defaults.temperature if body.temperature is None else body.temperature,
             top_p=defaults.top_p if body.top_p is None else body.top_p,
-            top_k=defaults.top_k if body.top_k is None or body.top_k < 0 else body.top_k,
+            top_k=top_k,
             min_p=defaults.min_p if body.min_p is None else body.min_p,
             seed=body.seed,
             stop=body.stop_strings(),
@@ -320,6 +389,7 @@ class OpenAIServing:
             repetition_penalty=body.repetition_penalty or 1.0,
             logprobs=logprobs,
             grammar=grammar,
+            speculative=body.speculative is not False,
         )
 
     @staticmethod
@@ -356,11 +426,16 @@ class OpenAIServing:
         except StopAsyncIteration:
             await close_iterator(iterator)
             raise EngineError("the engine ended a stream before its first token") from None
+        except ValueError as exc:  # the engine refused a parameter when it admitted the request
+            await close_iterator(iterator)
+            raise ApiError(400, str(exc)) from exc
         except BaseException:
             await close_iterator(iterator)
             raise
         timer = RequestTimer(self.metrics, len(prompt), cached_tokens=first.cached_tokens, start=arrival)
-        return _Run(request_id, kind, iterator, first, timer)
+        run = _Run(request_id, kind, iterator, first, timer, aborting=self.stopping, registry=self._runs)
+        self._runs.add(run)
+        return run
 
     async def _collect(self, run: _Run, receive: Receive) -> _Result:
         async def collect() -> _Result:
@@ -378,10 +453,68 @@ class OpenAIServing:
 
     # ------------------------------------------------------------ chat completions
 
+    def check_tools(self, body: ChatCompletionRequest) -> None:
+        if not body.wants_tools():
+            return
+        if not self.engine.supports_tools():
+            raise ApiError(
+                400,
+                f"the model {self.served_name!r} cannot call tools: its chat template does not render "
+                "tools, so the model was never shown them. Send the request without tools (or with "
+                'tool_choice "none"), or serve a model whose chat template supports tools',
+                param="tools",
+                code="tools_not_supported",
+            )
+        if body.response_format is not None and not isinstance(body.response_format, TextFormat):
+            raise ApiError(
+                400,
+                "response_format cannot be combined with tools: a tool call's arguments already follow "
+                'the function\'s schema; send one or the other (or tool_choice "none")',
+                param="response_format",
+            )
+
+    def _chat_inputs(self, body: ChatCompletionRequest) -> tuple[list[int], str | None]:
+        """The prompt tokens and the grammar of a chat request: CPU work, run off the event loop."""
+        if not (body.wants_tools() and body.tools):
+            return self.chat_prompt(body.messages), self.grammar(body.response_format)
+        offered = [tool.model_dump(exclude_none=True) for tool in body.tools]
+        prompt = self.chat_prompt(body.messages, tools=offered)
+        choice = body.tool_choice
+        if choice != "required" and not isinstance(choice, NamedToolChoice):
+            return prompt, None  # "auto": text or calls, read from the reply
+        named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+        functions = [
+            FunctionSpec(tool.function.name, tool.function.parameters or {})
+            for tool in body.tools
+            if named is None or tool.function.name == named
+        ]
+        try:
+            return prompt, call_grammar(functions)
+        except grammars.GrammarError as exc:
+            raise ApiError(400, str(exc), param="tools") from exc
+
+    @staticmethod
+    def _tool_names(body: ChatCompletionRequest) -> list[str]:
+        return [tool.function.name for tool in body.tools or ()] if body.wants_tools() else []
+
+    @staticmethod
+    def _reply(text: str, names: Sequence[str]) -> tuple[str | None, list[ToolCallOut] | None]:
+        """The content and tool calls: calls only where tools were offered and the model made some."""
+        if not names:
+            return text, None
+        content, calls = parse_calls(text, names)
+        if not calls:
+            return text, None
+        out = [
+            ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments)) for c in calls
+        ]
+        return content or None, out
+
     async def chat(self, body: ChatCompletionRequest, receive: Receive) -> Response:
         self.check_model(body.model)
         self.check_ready()
-        prompt = self.chat_prompt(body.messages)
+        self.check_tools(body)
+        prompt, grammar = await anyio.to_thread.run_sync(self._chat_inputs, body)
         max_param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         params = self.sampling(
             body,
@@ -389,7 +522,7 @@ class OpenAIServing:
             max_new=body.max_new_tokens(),
             max_new_param=max_param,
             logprobs=body.logprobs_count(),
-            grammar=self.grammar(body.response_format),
+            grammar=grammar,
             prompt_param="messages",
         )
         request_id = new_id("chatcmpl")
@@ -400,15 +533,16 @@ class OpenAIServing:
             result = await self._collect(run, receive)
         except Disconnected:
             return Response(status_code=499)
+        content, calls = self._reply("".join(result.text), self._tool_names(body))
         completion = ChatCompletion(
             id=request_id,
             created=now(),
             model=self.served_name,
             choices=[
                 ChatChoice(
-                    message=ChatMessageOut(content="".join(result.text)),
+                    message=ChatMessageOut(content=content, tool_calls=calls),
                     logprobs=_chat_logprobs(result.logprobs) if body.logprobs else None,
-                    finish_reason=result.finish_reason,
+                    finish_reason="tool_calls" if calls else result.finish_reason,
                 )
             ],
             usage=run.usage(),
@@ -428,14 +562,29 @@ class OpenAIServing:
             )
             return sse_chunk(data, null_usage=body.include_usage)
 
+        names = self._tool_names(body)
         try:
             yield chunk(ChatChunkChoice(delta=ChoiceDelta(role="assistant", content="")))
-            finish: FinishReason | None = None
+            finish: FinishReasonOut | None = None
+            held: list[str] = []  # with tools offered, the reply is read whole: a call is sent complete
             async for delta in run.deltas():
                 finish = delta.finish_reason
-                if delta.text or delta.logprobs:
+                if names:
+                    held.append(delta.text)
+                elif delta.text or delta.logprobs:
                     logprobs = _chat_logprobs(delta.logprobs) if body.logprobs else None
                     yield chunk(ChatChunkChoice(delta=ChoiceDelta(content=delta.text), logprobs=logprobs))
+            if names:
+                content, calls = self._reply("".join(held), names)
+                if content:
+                    yield chunk(ChatChunkChoice(delta=ChoiceDelta(content=content)))
+                if calls:
+                    finish = "tool_calls"
+                    deltas = [
+                        ToolCallDelta(index=i, id=call.id, function=call.function)
+                        for i, call in enumerate(calls)
+                    ]
+                    yield chunk(ChatChunkChoice(delta=ChoiceDelta(tool_calls=deltas)))
             yield chunk(ChatChunkChoice(delta=ChoiceDelta(), finish_reason=finish))
             if body.include_usage:
                 yield chunk(None, run.usage())
@@ -457,7 +606,7 @@ class OpenAIServing:
     async def completion(self, body: CompletionRequest, receive: Receive) -> Response:
         self.check_model(body.model)
         self.check_ready()
-        prompt, prompt_text = self.completion_prompt(body)
+        prompt, prompt_text = await anyio.to_thread.run_sync(self.completion_prompt, body)
         params = self.sampling(
             body,
             len(prompt),
@@ -531,27 +680,54 @@ class OpenAIServing:
     # ------------------------------------------------------------ models, tokenizer
 
     def models(self) -> Response:
-        card = ModelCard(
-            id=self.served_name,
-            created=self.created,
-            root=self.engine.model_name,
-            max_model_len=self.engine.max_model_len,
-        )
-        return json_response(ModelList(data=[card]))
+        cards = [
+            ModelCard(
+                id=name,
+                created=self.created,
+                root=self.engine.model_name,
+                max_model_len=self.engine.max_model_len,
+            )
+            for name in self.served_names
+        ]
+        return json_response(ModelList(data=cards))
 
-    def tokenize(self, body: TokenizeRequest) -> Response:
+    def version(self) -> Response:
+        defaults = self.engine.sampling_defaults
+        return json_response(
+            VersionInfo(
+                version=pykaito.__version__,
+                sampling_defaults=SamplingDefaultsOut(
+                    temperature=defaults.temperature,
+                    top_p=defaults.top_p,
+                    top_k=defaults.top_k,
+                    min_p=defaults.min_p,
+                    source=defaults.source,
+                ),
+            )
+        )
+
+    async def tokenize(self, body: TokenizeRequest) -> Response:
         self.check_model(body.model)
         self.check_ready()
-        if body.messages is not None:
-            tokens = self.chat_prompt(body.messages, add_special=bool(body.add_special_tokens))
-        else:
-            add_special = True if body.add_special_tokens is None else body.add_special_tokens
-            tokens = self._tokenize(body.prompt or "", add_special=add_special, param="prompt")
+        tokens = await anyio.to_thread.run_sync(self._tokenize_body, body)
         return json_response(
             TokenizeResponse(count=len(tokens), max_model_len=self.engine.max_model_len, tokens=tokens)
         )
 
-    def detokenize(self, body: DetokenizeRequest) -> Response:
+    def _tokenize_body(self, body: TokenizeRequest) -> list[int]:
+        if body.messages is not None:
+            return self.chat_prompt(
+                body.messages,
+                add_special=bool(body.add_special_tokens),
+                add_generation_prompt=body.add_generation_prompt,
+            )
+        add_special = True if body.add_special_tokens is None else body.add_special_tokens
+        return self._tokenize(body.prompt or "", add_special=add_special, param="prompt")
+
+    async def detokenize(self, body: DetokenizeRequest) -> Response:
         self.check_model(body.model)
         self.check_ready()
-        return json_response(DetokenizeResponse(prompt=self._detokenize(body.tokens, param="tokens")))
+        text = await anyio.to_thread.run_sync(
+            functools.partial(self._detokenize, body.tokens, param="tokens")
+        )
+        return json_response(DetokenizeResponse(prompt=text))

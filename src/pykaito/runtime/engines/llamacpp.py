@@ -22,6 +22,7 @@ so the sum over a stream is the completion token count, the end-of-generation to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import math
@@ -37,17 +38,28 @@ import numpy as np
 from pykaito.errors import EngineError, PromptTooLongError
 from pykaito.runtime.engine import (
     ChatMessage,
+    ChatTemplateError,
     Delta,
     EngineStats,
     FinishReason,
     GenerationRequest,
     Health,
+    SamplingDefaults,
     SamplingParams,
     TokenLogprob,
 )
 from pykaito.runtime.engines.llamacpp_native import NativeBatch, build_sampler, is_plain_greedy
 from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
 from pykaito.runtime.scheduler import Scheduler, SequenceState, StepEntry
+from pykaito.runtime.speculative import (
+    MAX_DRAFT,
+    MAX_SPECULATING,
+    STEP_DRAFT_BUDGET,
+    AcceptanceLog,
+    DraftLength,
+    NgramIndex,
+    SpecCounters,
+)
 from pykaito.runtime.text import TextStream
 
 log = logging.getLogger(__name__)
@@ -55,6 +67,7 @@ native_log = logging.getLogger(__name__ + ".native")
 
 CONTEXT_PER_SLOT = 2048
 MAX_DEFAULT_THREADS = 8
+SPECULATIVE_MODES = ("off", "ngram")
 
 
 def default_threads() -> int:
@@ -86,6 +99,9 @@ class LlamaCppSettings:
     prompt_chunk: int = 256  # prompt tokens per decode step, at most
     prefix_cache: bool = True  # reuse a finished request's KV cache for a prompt that starts alike
     served_model_name: str = ""  # "" = the file name without .gguf
+    chat_template: str = ""  # a Jinja chat template to use instead of the GGUF's (tokenizer.chat_template)
+    speculative: str = "off"  # "ngram": greedy requests verify drafts from their own n-grams
+    max_draft: int = MAX_DRAFT  # draft tokens per sequence and step, at most
 
     @property
     def total_context(self) -> int:
@@ -97,7 +113,7 @@ class _Request:
     """What the decode thread keeps for one request besides the scheduler's bookkeeping."""
 
     params: SamplingParams
-    sampler: Any  # llama_sampler_p, owned and freed by the decode thread
+    sampler: Any  # llama_sampler_p, owned and freed by the decode thread; built there for a grammar
     text: TextStream
     waker: LoopWaker  # delivers deltas to the event loop of the request's caller
     queue: asyncio.Queue[Delta | BaseException]
@@ -106,6 +122,8 @@ class _Request:
     announced: bool = False  # the first delta (which reports the cached prompt tokens) was sent
     pending_ids: list[int] = field(default_factory=list)
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+    ngrams: NgramIndex | None = None  # this sequence's prompt and generated tokens; None: no drafts
+    draft_length: DraftLength = field(default_factory=DraftLength)
 
 
 _Seq = SequenceState[_Request]
@@ -144,10 +162,14 @@ class _Stream:
     def _close(self) -> None:
         if not self._done:
             self._done = True
-            self._engine._cancel(self._seq)
+            self._engine._scheduler.cancel(self._seq)
 
     def __del__(self) -> None:
-        self._close()
+        # A finalizer may run on any thread, that one holding the scheduler's lock included:
+        # hand the cancellation to the decode thread instead of taking the lock here.
+        if not self._done:
+            self._done = True
+            self._engine._scheduler.abandon(self._seq)
 
 
 class LlamaCppEngine:
@@ -156,6 +178,10 @@ class LlamaCppEngine:
     def __init__(self, settings: LlamaCppSettings) -> None:
         if settings.max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {settings.max_running}")
+        if settings.speculative not in SPECULATIVE_MODES:
+            raise ValueError(
+                f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, got {settings.speculative!r}"
+            )
         self.settings = settings
         self._threads = settings.threads or default_threads()
         self._scheduler: Scheduler[_Request] = Scheduler(
@@ -175,15 +201,21 @@ class LlamaCppEngine:
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._template: Any = None
+        self._template_source = ""
+        self._sampling_defaults = SamplingDefaults()
         self._bos_text = ""
         self._eos_text = ""
         self._thread: threading.Thread | None = None
         self._accepting = False
         self._health = Health(ready=False, reason="the model is not loaded yet")
         self._log_callback: Any = None
+        self._progress_callback: Any = None
+        self._abort_load = threading.Event()  # set when start() is cancelled: loading stops early
         self._batch: NativeBatch | None = None
         self._waker_for = waker_registry()
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
+        self.spec = SpecCounters()
+        self._acceptance_log = AcceptanceLog(self.spec)
 
     # -- Engine protocol -------------------------------------------------------------------
 
@@ -194,6 +226,14 @@ class LlamaCppEngine:
     @property
     def max_model_len(self) -> int:
         return self._n_ctx_seq
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        return self._sampling_defaults
 
     def health(self) -> Health:
         return self._health
@@ -206,6 +246,7 @@ class LlamaCppEngine:
             max_running=self.settings.max_running,
             max_waiting=self.settings.max_waiting,
             kv_cache_usage=self._kv_usage(),
+            spec_decode=self.spec.stats() if self.settings.speculative != "off" else None,
         )
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -235,25 +276,39 @@ class LlamaCppEngine:
             size = -n
         raise EngineError(f"llama.cpp could not detokenize {len(tokens)} tokens")
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> str:
         if self._template is None:
             self._loaded()
-            raise EngineError(
+            raise ChatTemplateError(
                 f"the model {self.model_name} has no chat template (tokenizer.chat_template): "
                 "use the completions API or a model with a template"
             )
         import jinja2
 
+        context: dict[str, Any] = {
+            "messages": [{**m.extra, "role": m.role, "content": m.content} for m in messages],
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self._bos_text,
+            "eos_token": self._eos_text,
+        }
+        if tools:
+            context["tools"] = list(tools)
         try:
-            rendered = self._template.render(
-                messages=[{**m.extra, "role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=True,
-                bos_token=self._bos_text,
-                eos_token=self._eos_text,
-            )
-        except jinja2.TemplateError as exc:
-            raise ValueError(f"the model's chat template cannot render these messages: {exc}") from exc
+            rendered = self._template.render(**context)
+        except ChatTemplateError:
+            raise
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise EngineError(f"the chat template of {self.model_name} failed: {exc}") from exc
         return str(rendered)
+
+    def supports_tools(self) -> bool:
+        return "tools" in self._template_source
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         if not self._accepting:
@@ -274,20 +329,26 @@ class LlamaCppEngine:
                 max_model_len=self._n_ctx_seq,
             )
         loop = asyncio.get_running_loop()
-        sampler = build_sampler(self._lib, self._vocab, self._n_vocab, params)
+        # a grammar is compiled on the decode thread when the request is admitted, not on the event loop
+        sampler = None if params.grammar else build_sampler(self._lib, self._vocab, self._n_vocab, params)
+        greedy = is_plain_greedy(params)
+        speculate = greedy and params.speculative and self.settings.speculative == "ngram"
         payload = _Request(
             params,
             sampler,
             TextStream(params.stop),
             self._waker_for(loop),
             asyncio.Queue(),
-            is_plain_greedy(params),
+            greedy,
+            ngrams=NgramIndex() if speculate else None,
+            draft_length=DraftLength(max_draft=self.settings.max_draft),
         )
         seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
         try:
             self._scheduler.submit(seq)
         except BaseException:
-            self._lib.llama_sampler_free(sampler)
+            if sampler is not None:
+                self._lib.llama_sampler_free(sampler)
             raise
         return _Stream(self, seq)
 
@@ -297,8 +358,20 @@ class LlamaCppEngine:
         if self._health.reason == "stopped":
             raise EngineError("this engine was stopped and cannot start again: create a new LlamaCppEngine")
         self._health = Health(ready=False, reason="loading the model")
+        loading = asyncio.ensure_future(asyncio.to_thread(self._load))
         try:
-            await asyncio.to_thread(self._load)
+            await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: tell llama.cpp to give up and wait until the load
+            # thread is done, so that stop() never frees the model while that thread still uses it.
+            self._abort_load.set()
+            while not loading.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([loading])
+            if not loading.cancelled():
+                loading.exception()  # "loading was cancelled", or none: nothing to report
+            self._health = Health(ready=False, reason="loading was cancelled")
+            raise
         except BaseException as exc:
             self._health = Health(ready=False, reason=f"the model failed to load: {exc}")
             raise
@@ -368,7 +441,12 @@ class LlamaCppEngine:
             raise EngineError(f"model file {path} does not exist: pass the path of a .gguf file")
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        # llama.cpp asks this as it reads the tensors; False stops the load (start() was cancelled)
+        self._progress_callback = lib.llama_progress_callback(lambda _p, _u: not self._abort_load.is_set())
+        mparams.progress_callback = self._progress_callback
         model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+        if not model and self._abort_load.is_set():
+            raise EngineError("loading was cancelled")
         if not model:
             raise EngineError(f"llama.cpp could not load {path}: is it a valid GGUF file?")
         self._model = model
@@ -384,7 +462,7 @@ class LlamaCppEngine:
         cparams.n_batch = batch
         cparams.n_ubatch = batch
         cparams.n_seq_max = self.settings.max_running
-        cparams.n_outputs_max = self.settings.max_running
+        cparams.n_outputs_max = self.settings.max_running + STEP_DRAFT_BUDGET
         cparams.n_threads = self._threads
         cparams.n_threads_batch = self._threads
         cparams.no_perf = True
@@ -429,7 +507,8 @@ class LlamaCppEngine:
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        source = self._meta("tokenizer.chat_template")
+        self._sampling_defaults = self._read_sampling_defaults()
+        source = self.settings.chat_template or self._meta("tokenizer.chat_template")
         vocab, lib = self._vocab, self._lib
         bos, eos = lib.llama_vocab_bos(vocab), lib.llama_vocab_eos(vocab)
         self._bos_text = self._piece(bos, special=True).decode("utf-8", errors="replace") if bos >= 0 else ""
@@ -438,13 +517,45 @@ class LlamaCppEngine:
             return
 
         def raise_exception(message: str) -> None:
-            raise ValueError(f"the chat template refused the conversation: {message}")
+            raise ChatTemplateError(f"the chat template refused the conversation: {message}")
 
         env = ImmutableSandboxedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
         )
         env.globals["raise_exception"] = raise_exception
-        self._template = env.from_string(source)
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as exc:
+            log.warning("the chat template of %s cannot be compiled (%s): chat is off", self.model_name, exc)
+            return
+        self._template_source = source
+
+    def _read_sampling_defaults(self) -> SamplingDefaults:
+        """The model's recommended sampling from its GGUF metadata (``general.sampling.*``).
+
+        Without any, llama.cpp's usual chain.
+        """
+        base = SamplingDefaults()
+        found: dict[str, float] = {}
+        for name in ("temp", "top_p", "top_k", "min_p"):
+            raw = self._meta(f"general.sampling.{name}")
+            if raw is None:
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                continue
+            if math.isfinite(value) and value >= 0:
+                found[name] = value
+        if not found:
+            return base
+        return SamplingDefaults(
+            temperature=min(2.0, found.get("temp", base.temperature)),
+            top_p=min(1.0, found.get("top_p", base.top_p)) or base.top_p,
+            top_k=int(found.get("top_k", base.top_k)),
+            min_p=min(1.0, found.get("min_p", base.min_p)),
+            source="the model's GGUF metadata (general.sampling)",
+        )
 
     # -- the decode thread -----------------------------------------------------------------
 
@@ -453,9 +564,12 @@ class LlamaCppEngine:
         try:
             while scheduler.wait_for_work(0.5) or self._accepting:
                 scheduler.admit(self._release, self._move, self._prepare)
-                entries = scheduler.plan()
+                entries = scheduler.plan(
+                    self._propose, max_speculating=MAX_SPECULATING, draft_budget=STEP_DRAFT_BUDGET
+                )
                 if entries:
                     self._step(entries)
+                    self._acceptance_log.maybe_log()
         except BaseException as exc:
             log.exception("the llama.cpp decode loop failed")
             self._accepting = False
@@ -473,34 +587,92 @@ class LlamaCppEngine:
         if rc != 0:
             for entry in entries:
                 self._fail(entry.seq, EngineError(f"llama_decode failed with status {rc}"))
-            self._deliver_all({})
             return
         outbox: _Outbox = {}
         best = self._argmax_rows(entries, outputs)
         row = 0
         for entry, index in zip(entries, outputs, strict=True):
             seq = entry.seq
-            seq.n_past += len(entry.tokens)
-            if index >= 0:
+            if index < 0:
+                seq.n_past += len(entry.tokens)
+                continue
+            if entry.drafted:
+                self._verify(entry, index, best, row, outbox)
+            else:
+                seq.n_past += len(entry.tokens)
                 if not seq.cancelled:
                     token = int(best[row]) if seq.payload.greedy and best is not None else None
                     self._sample(seq, index, token, outbox)
-                row += 1
+            row += 1 + entry.drafted
         self._deliver_all(outbox)
+
+    def _propose(self, seq: _Seq, limit: int) -> list[int]:
+        """Draft tokens for a greedy sequence: what followed the last occurrence of its latest n-gram."""
+        req = seq.payload
+        ngrams = req.ngrams
+        if ngrams is None or seq.cancelled:
+            return []
+        room = min(req.params.max_tokens - req.n_generated - 1, self._n_ctx_seq - seq.n_past - 2)
+        limit = min(limit, room)
+        if limit <= 0:
+            return []
+        limit = min(limit, req.draft_length.allowed())
+        if limit <= 0:
+            return []
+        n_prompt, have = len(seq.prompt), len(ngrams.tokens)
+        if have < n_prompt:
+            ngrams.extend(seq.prompt[have:])
+            have = n_prompt
+        ngrams.extend(seq.generated[have - n_prompt :])
+        return ngrams.draft(limit)
+
+    def _verify(self, entry: StepEntry[_Request], index: int, best: Any, row: int, outbox: _Outbox) -> None:
+        """Keep the draft's longest prefix that greedy decoding confirms, and the model's token after it.
+
+        Logits row ``row + i`` follows the step's token ``i``: its argmax is what greedy decoding
+        picks there. Draft token ``i + 1`` stands while it equals that pick; the first pick that
+        differs (or the one after the whole draft) is the model's own next token. Every token
+        taken goes through ``_take`` as in a plain step, so stop strings, max_tokens and logprobs
+        cut exactly where they would; the rejected tail leaves the KV cache.
+        """
+        seq, req = entry.seq, entry.seq.payload
+        draft = entry.tokens[1:]
+        seq.n_past = entry.start_pos + 1
+        if not seq.cancelled:
+            accepted = 0
+            text, finish = "", None
+            for i in range(entry.drafted + 1):
+                token = int(best[row + i])
+                piece, finish = self._take(seq, index + i, token)
+                text += piece
+                if finish is not None or i == entry.drafted or token != draft[i]:
+                    break
+                seq.n_past += 1  # the confirmed draft token already sits in the KV cache
+                accepted += 1
+            self._emit(seq, text, finish, outbox)
+            req.draft_length.update(entry.drafted, accepted)
+            self.spec.record(entry.drafted, accepted)
+        if seq.n_past < entry.start_pos + len(entry.tokens):
+            self._lib.llama_memory_seq_rm(self._memory, seq.slot, seq.n_past, -1)
 
     def _argmax_rows(self, entries: list[StepEntry[_Request]], outputs: list[int]) -> Any:
         """The most likely token of every logits row of the last step, if a greedy request wants one."""
         if not any(i >= 0 and e.seq.payload.greedy for e, i in zip(entries, outputs, strict=True)):
             return None
-        n_rows = sum(1 for i in outputs if i >= 0)
+        n_rows = sum(1 + e.drafted for e, i in zip(entries, outputs, strict=True) if i >= 0)
         logits = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(n_rows, self._n_vocab))
         return logits.argmax(axis=1)
 
     def _sample(self, seq: _Seq, index: int, token: int | None, outbox: _Outbox) -> None:
         """Take the step's token for ``seq`` (``token``, or one its sampler draws) and pass on its text."""
-        lib, req = self._lib, seq.payload
         if token is None:
-            token = lib.llama_sampler_sample(req.sampler, self._ctx, index)
+            token = self._lib.llama_sampler_sample(seq.payload.sampler, self._ctx, index)
+        text, finish = self._take(seq, index, token)
+        self._emit(seq, text, finish, outbox)
+
+    def _take(self, seq: _Seq, index: int, token: int) -> tuple[str, FinishReason | None]:
+        """Add one generated token to ``seq``: its new text and whether the sequence ends with it."""
+        lib, req = self._lib, seq.payload
         req.n_generated += 1
         req.pending_ids.append(token)
         if req.params.logprobs is not None:
@@ -520,6 +692,11 @@ class LlamaCppEngine:
         if finish is not None:
             seq.next_token = None
             self._scheduler.finish(seq)
+        return text, finish
+
+    def _emit(self, seq: _Seq, text: str, finish: FinishReason | None, outbox: _Outbox) -> None:
+        """Queue a delta with the text and tokens taken since the last one (none while no text is due)."""
+        req = seq.payload
         if text or finish is not None:
             cached = 0 if req.announced else seq.cached
             req.announced = True
@@ -552,8 +729,15 @@ class LlamaCppEngine:
             seq.payload.sampler = None
 
     def _prepare(self, seq: _Seq) -> None:
-        """Keep the first ``n_past`` cached tokens of the sequence's new slot and drop the rest."""
+        """Build a grammar request's sampler; keep the first ``n_past`` cached tokens of the new slot."""
         lib, memory = self._lib, self._memory
+        req = seq.payload
+        if req.sampler is None:
+            try:
+                req.sampler = build_sampler(lib, self._vocab, self._n_vocab, req.params)
+            except ValueError as exc:
+                self._fail(seq, exc)
+                return
         if seq.n_past and lib.llama_memory_seq_rm(memory, seq.slot, seq.n_past, -1):
             return
         # nothing to keep, or a memory that cannot drop a tail (recurrent state): start afresh
@@ -567,9 +751,6 @@ class LlamaCppEngine:
         lib.llama_memory_seq_cp(memory, seq.slot, slot, -1, -1)
         lib.llama_memory_seq_rm(memory, seq.slot, -1, -1)
         self.moves += 1
-
-    def _cancel(self, seq: _Seq) -> None:
-        self._scheduler.cancel(seq)
 
     # -- tokens, samplers, logprobs --------------------------------------------------------
 

@@ -102,7 +102,11 @@ class NativeBatch:
         self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
     def fill(self, entries: Sequence[StepEntry[Any]]) -> list[int]:
-        """Copy a step into the batch; return each entry's output index (-1: no logits wanted)."""
+        """Copy a step into the batch; return each entry's output index (-1: no logits wanted).
+
+        An entry with a draft wants logits for its last ``drafted + 1`` tokens: its output index
+        is the first of them, and the others follow it.
+        """
         n = 0
         outputs: list[int] = []
         for entry in entries:
@@ -117,8 +121,9 @@ class NativeBatch:
             self.seq_ptrs[n:end] = self._slot_addr[entry.seq.slot]
             self.logits[n:end] = 0
             if entry.wants_logits:
-                self.logits[end - 1] = 1
-                outputs.append(end - 1)
+                first = end - 1 - entry.drafted
+                self.logits[first:end] = 1
+                outputs.append(first)
             else:
                 outputs.append(-1)
             n = end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 
 from pykaito.errors import InputError
 from pykaito.planner.engine_args import Arg, flag_name, merge_overrides
+from pykaito.runtime.launchers.gate import GateSettings, run_gated
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +30,37 @@ _SEP = "\x1f"  # joins the values of a multi-valued flag while it passes through
 
 @dataclass(frozen=True)
 class Launch:
-    """A command to exec, with the environment variables to add."""
+    """A command to exec, with the environment variables to add, and the gate to put in front if any."""
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    gate: GateSettings | None = None
+    """For an engine without a middleware hook: run it as a child behind ``launchers.gate``."""
 
     def exec(self) -> NoReturn:
-        """Replace this process with the engine (never returns)."""
+        """Replace this process with the engine, or run it behind the gate; never returns."""
         env = {**os.environ, **self.env}
         log.info("exec: %s", " ".join(self.argv))
         try:
+            if self.gate is not None:
+                sys.exit(run_gated(self.argv, env, self.gate))
             os.execvpe(self.argv[0], self.argv, env)
         except FileNotFoundError as exc:
             raise InputError(
                 f"{self.argv[0]!r} is not installed in this image: use the runtime image built for it"
             ) from exc
+
+    def describe(self) -> list[str]:
+        """The lines ``--print-command`` shows: environment, gate, command."""
+        lines = [f"{key}={value}" for key, value in sorted(self.env.items())]
+        if self.gate is not None:
+            key = "API key required" if self.gate.api_key else "no API key"
+            lines.append(
+                f"# gate on {self.gate.host}:{self.gate.port} ({key}, at most {self.gate.max_in_flight} "
+                f"generations in flight) in front of:"
+            )
+        lines.append(" ".join(self.argv))
+        return lines
 
 
 def parse(argv: Sequence[str]) -> tuple[str | None, list[Arg]]:

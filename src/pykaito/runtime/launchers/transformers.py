@@ -2,15 +2,18 @@
 
 The pod runs ``pykaito-runtime transformers <planned arguments>``; this module turns that into
 
-    transformers serve <model> --continuous-batching --device cuda --dtype bfloat16 --host 0.0.0.0 --port 5000
+    transformers serve <model> --continuous-batching --device cuda --dtype bfloat16
+        --host 127.0.0.1 --port 5001
 
-and execs it. The model is given as a positional argument: a local directory when the weights
-are already on the weights volume, otherwise the Hugging Face id, which ``transformers serve``
-downloads into that volume (``HF_HUB_CACHE``). Without continuous batching requests run one at
-a time, so the launcher adds it unless the inference config turns it off.
+and runs it behind ``launchers.gate`` on port 5000. The model is given as a positional
+argument: a local directory when the weights are already on the weights volume, otherwise the
+Hugging Face id, which ``transformers serve`` downloads into that volume (``HF_HUB_CACHE``).
+Without continuous batching requests run one at a time, so the launcher adds it unless the
+inference config turns it off.
 
-``transformers serve`` has no hook for middleware: ``KAITO_API_KEY`` and queue limits are not
-enforced with this runtime, and the launcher says so in the log.
+``transformers serve`` has no hook for middleware, so the gate enforces what vLLM's middleware
+does: ``KAITO_API_KEY`` (401) and a limit on generations in flight (429 with Retry-After;
+``KAITO_MAX_IN_FLIGHT``, default 256). The engine itself listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -31,17 +34,22 @@ from pykaito.runtime.launchers.common import (
     read_overrides,
     take,
 )
-from pykaito.runtime.middleware import API_KEY_ENV
+from pykaito.runtime.launchers.gate import (
+    DEFAULT_MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_ENV,
+    UPSTREAM_PORT,
+    GateSettings,
+)
+from pykaito.runtime.settings import resolve_api_key
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path("/workspace/weights")
-OWNED = ("--port",)
+OWNED = ("--port", "--host")
 DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--continuous-batching", None),
     ("--device", "cuda"),
     ("--dtype", "auto"),
-    ("--host", "0.0.0.0"),
 )
 
 
@@ -84,11 +92,12 @@ def transformers_launch(
     env: dict[str, str] = {}
     if "HF_HUB_CACHE" not in environ and "HF_HOME" not in environ:
         env["HF_HUB_CACHE"] = str(weights_dir)
-    if environ.get(API_KEY_ENV):
-        log.warning(
-            "%s is set, but transformers serve cannot check API keys: the endpoint is open to "
-            "anyone who can reach it; use the vLLM runtime to require a key",
-            API_KEY_ENV,
-        )
-    argv = ["transformers", "serve", local_model(model, weights_dir), *flatten(args), "--port", str(PORT)]
-    return Launch(argv, env)
+    raw_limit = environ.get(MAX_IN_FLIGHT_ENV, "") or str(DEFAULT_MAX_IN_FLIGHT)
+    if not raw_limit.isdigit() or int(raw_limit) < 1:
+        raise InputError(f"{MAX_IN_FLIGHT_ENV}={raw_limit!r} must be a whole number of at least 1")
+    gate = GateSettings(port=PORT, api_key=resolve_api_key(None, None, environ), max_in_flight=int(raw_limit))
+    argv = [
+        "transformers", "serve", local_model(model, weights_dir), *flatten(args),
+        "--host", "127.0.0.1", "--port", str(UPSTREAM_PORT),
+    ]  # fmt: skip
+    return Launch(argv, env, gate)

@@ -6,7 +6,13 @@ The pod runs ``pykaito-runtime vllm <planned arguments>``. This module turns tha
         --middleware pykaito.runtime.middleware.QueueAndAuthMiddleware --port 5000
 
 and execs it. The middleware checks ``KAITO_API_KEY`` and answers 429 once vLLM's waiting queue
-holds more than ``--max-num-seqs`` requests (passed to it as ``KAITO_MAX_WAITING``).
+holds more than ``--max-num-seqs`` requests per engine (passed to it as ``KAITO_MAX_WAITING``).
+
+Data parallel: with ``--data-parallel-size`` N above 1, vLLM starts one API server per rank
+unless ``--api-server-count`` says otherwise, and each would read only its own process's
+gauges. The launcher therefore runs one API server (``--api-server-count 1``, which the
+inference config cannot change), whose ``vllm:num_requests_waiting`` gauge sums the waiting
+requests of all N engines, and sets the limit to N x ``--max-num-seqs``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 
 MIDDLEWARE = "pykaito.runtime.middleware.QueueAndAuthMiddleware"
 DEFAULT_MAX_NUM_SEQS = 256  # vLLM's own default
-OWNED = ("--port", "--middleware")
+OWNED = ("--port", "--middleware", "--api-server-count")
 
 
 def vllm_launch(
@@ -63,5 +69,11 @@ def vllm_launch(
     max_num_seqs = value_of(args, "--max-num-seqs") or str(DEFAULT_MAX_NUM_SEQS)
     if not max_num_seqs.isdigit():
         raise InputError(f"--max-num-seqs must be a whole number, got {max_num_seqs!r}")
-    argv = ["vllm", "serve", model, *flatten(args), "--middleware", MIDDLEWARE, "--port", str(PORT)]
-    return Launch(argv, {MAX_WAITING_ENV: max_num_seqs})
+    data_parallel = value_of(args, "--data-parallel-size") or "1"
+    if not data_parallel.isdigit() or int(data_parallel) < 1:
+        raise InputError(f"--data-parallel-size must be a whole number of at least 1, got {data_parallel!r}")
+    argv = ["vllm", "serve", model, *flatten(args), "--middleware", MIDDLEWARE]
+    if int(data_parallel) > 1:
+        argv += ["--api-server-count", "1"]  # one API server sees every rank's queue: the limit holds
+    argv += ["--port", str(PORT)]
+    return Launch(argv, {MAX_WAITING_ENV: str(int(max_num_seqs) * int(data_parallel))})

@@ -1,0 +1,168 @@
+"""Draft-free speculative decoding: n-gram drafts from a sequence's own tokens, and their bookkeeping.
+
+Text that copies from its context (a quoted passage, a code file being edited, an earlier turn)
+repeats token runs the sequence has already seen. When the last few tokens of a sequence occurred
+before, the tokens that followed them then are a cheap guess of what comes next. The engine puts
+that guess (the draft) into the same decode step as the sequence's next token, asks for logits at
+every position, and keeps the longest prefix of the draft that the model itself would have chosen,
+plus the model's own token after it. For a greedy request the output is therefore exactly what
+decoding one token at a time gives; only the number of decode steps shrinks.
+
+Everything here is pure Python with no inference library behind it:
+
+- ``NgramIndex``: the most recent continuation of every n-gram (``min_n``..``max_n`` tokens) of a
+  growing token list; ``draft`` looks up the longest suffix that occurred before.
+- ``DraftLength``: how many draft tokens a sequence gets, from its recent acceptance: more while
+  drafts are accepted, fewer after rejections, and none for a while after repeated failures.
+- ``SpecCounters``: totals in vLLM's terms (drafts, draft tokens, accepted tokens, accepted per position).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pykaito.runtime.engine import SpecDecodeStats
+
+log = logging.getLogger(__name__)
+
+MIN_NGRAM = 2  # the shortest suffix that may propose a draft
+MAX_NGRAM = 4  # the longest suffix looked up (the longest match wins)
+MAX_DRAFT = 8  # draft tokens per sequence and step, at most
+MAX_SPECULATING = 4  # more sequences decoding than this: the step is compute-bound, no drafts
+STEP_DRAFT_BUDGET = 16  # draft tokens in one decode step, all sequences together
+LOG_INTERVAL_S = 10.0  # how often the acceptance rate is logged while drafts are verified
+
+
+class NgramIndex:
+    """Where each recent n-gram of a token list was last followed by another token."""
+
+    def __init__(self, min_n: int = MIN_NGRAM, max_n: int = MAX_NGRAM) -> None:
+        if not 1 <= min_n <= max_n:
+            raise ValueError(f"n-gram sizes must satisfy 1 <= min_n <= max_n, got {min_n}..{max_n}")
+        self.min_n = min_n
+        self.max_n = max_n
+        self.tokens: list[int] = []
+        self._next: list[dict[tuple[int, ...], int]] = [{} for _ in range(max_n + 1)]
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens, recording for each n-gram they complete the position of its follower."""
+        history = self.tokens
+        for token in tokens:
+            i = len(history)  # the index ``token`` takes: the follower of every n-gram ending at i - 1
+            for n in range(self.min_n, min(self.max_n, i) + 1):
+                self._next[n][tuple(history[i - n : i])] = i
+            history.append(token)
+
+    def draft(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the longest earlier occurrence of the current suffix."""
+        history = self.tokens
+        if limit <= 0:
+            return []
+        for n in range(min(self.max_n, len(history)), self.min_n - 1, -1):
+            start = self._next[n].get(tuple(history[len(history) - n :]))
+            if start is not None:
+                return history[start : start + limit]
+        return []
+
+
+@dataclass
+class DraftLength:
+    """A sequence's draft length, adapted to how many of its recent drafts were accepted.
+
+    All accepted: the next draft may be longer (up to ``max_draft``). A rejection: the next draft
+    is one longer than what was accepted. Drafts rejected at their first token ``failures`` times
+    in a row: no drafts for ``2 ** failures`` steps (at most 64), then one more try.
+    """
+
+    max_draft: int = MAX_DRAFT
+    length: int = 4
+    failures: int = 0
+    pause: int = 0
+
+    def allowed(self) -> int:
+        """Draft tokens this step (0 while paused); counts the paused step."""
+        if self.pause > 0:
+            self.pause -= 1
+            return 0
+        return min(self.length, self.max_draft)
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted <= 0:
+            return
+        if accepted >= drafted:
+            self.length = min(self.max_draft, max(self.length, drafted) + 2)
+            self.failures = 0
+            return
+        self.length = max(1, accepted + 1)
+        if accepted == 0:
+            self.failures += 1
+            if self.failures >= 2:
+                self.pause = min(64, 2**self.failures)
+        else:
+            self.failures = 0
+
+
+@dataclass
+class SpecCounters:
+    """Running totals of speculative decoding, in the terms of vLLM's spec_decode metrics."""
+
+    drafts: int = 0  # verification steps with at least one draft token
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    accepted_per_pos: list[int] = field(default_factory=lambda: [0] * MAX_DRAFT)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, drafted: int, accepted: int) -> None:
+        if drafted <= 0:
+            return
+        with self._lock:
+            self.drafts += 1
+            self.draft_tokens += drafted
+            self.accepted_tokens += accepted
+            for pos in range(min(accepted, len(self.accepted_per_pos))):
+                self.accepted_per_pos[pos] += 1
+
+    def snapshot(self) -> tuple[int, int, int, tuple[int, ...]]:
+        with self._lock:
+            return self.drafts, self.draft_tokens, self.accepted_tokens, tuple(self.accepted_per_pos)
+
+    def stats(self) -> SpecDecodeStats:
+        return SpecDecodeStats(*self.snapshot())
+
+
+class AcceptanceLog:
+    """Logs the acceptance rate of the drafts verified since the last line, at most every ``interval`` s."""
+
+    def __init__(self, counters: SpecCounters, interval: float = LOG_INTERVAL_S) -> None:
+        self.counters = counters
+        self.interval = interval
+        self._last = counters.stats()
+        self._at = time.monotonic()
+
+    def maybe_log(self, now: float | None = None) -> str | None:
+        """The line logged now, if the interval has passed and drafts were verified; else None."""
+        now = time.monotonic() if now is None else now
+        if now - self._at < self.interval:
+            return None
+        current, last = self.counters.stats(), self._last
+        drafts = current.drafts - last.drafts
+        tokens = current.draft_tokens - last.draft_tokens
+        accepted = current.accepted_tokens - last.accepted_tokens
+        per_pos = [c - p for c, p in zip(current.accepted_per_pos, last.accepted_per_pos, strict=True)]
+        elapsed, self._at, self._last = now - self._at, now, current
+        if drafts <= 0:
+            return None
+        shown = [f"{n / drafts:.2f}" for n in per_pos]
+        while len(shown) > 1 and per_pos[len(shown) - 1] == 0:
+            shown.pop()
+        line = (
+            f"speculative decoding: acceptance rate {100 * accepted / tokens:.1f}% "
+            f"({accepted} of {tokens} draft tokens), mean acceptance length {1 + accepted / drafts:.2f}, "
+            f"{drafts} drafts in {elapsed:.0f} s, accepted per position: {', '.join(shown)}"
+        )
+        log.info("%s", line)
+        return line

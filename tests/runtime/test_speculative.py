@@ -1,0 +1,489 @@
+"""N-gram speculative decoding: the pure pieces, the scheduler's drafts, and the real engine.
+
+The engine tests compare a request decoded with drafts against the same request without them
+(``SamplingParams.speculative=False``) on the same engine, so both runs share threads and
+numerics: greedy output must be identical token for token, and drafts must really have been
+accepted (the engine's counters move), so the comparison cannot pass by never speculating.
+
+A prompt prefilled in one chunk and one found in the prefix cache may differ in the last bits
+of their logits (llama.cpp computes attention differently for long batches), so every prompt
+is cached once (``warm``) before the compared runs: both then start from the same cached prefix.
+For the same reason concurrent requests are compared with the same requests run concurrently
+without drafts: sequences decoded together may round differently from one decoded alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from pykaito.catalog.embedded import embedded_gguf_path
+from pykaito.cli.main import app as cli_app
+from pykaito.runtime.engine import (
+    ChatMessage,
+    Delta,
+    EngineStats,
+    GenerationRequest,
+    SamplingParams,
+    SpecDecodeStats,
+)
+from pykaito.runtime.engines.llamacpp import LlamaCppEngine, LlamaCppSettings
+from pykaito.runtime.metrics import ServerMetrics
+from pykaito.runtime.scheduler import Scheduler, SequenceState
+from pykaito.runtime.speculative import AcceptanceLog, DraftLength, NgramIndex, SpecCounters
+from tests.runtime.engine_fixture import engine
+
+__all__ = ["engine"]
+
+PASSAGE = (
+    "The lighthouse stood on the northern cliff for two hundred years. Every night its keeper climbed "
+    "the spiral stairs, trimmed the wick, and watched the beam sweep across the black water. Ships passed "
+    "safely because of that light, and the villagers said the keeper never once let it go dark."
+)
+CODE = """def total(items):
+    result = 0
+    for item in items:
+        result += item.price * item.quantity
+    return result
+"""
+PROMPTS = {
+    "copy": f"Copy this passage exactly:\n\n{PASSAGE}",
+    "quote": f"Here is a document:\n\n{PASSAGE}\n\nQuote the sentence about the ships.",
+    "code": f"Rename the function total to order_total in this code and show the whole code:\n\n{CODE}",
+    "fresh": "Write a short poem about autumn rain.",
+}
+
+
+# -- the pure pieces ---------------------------------------------------------------------------
+
+
+def test_the_longest_earlier_suffix_proposes_what_followed_it() -> None:
+    index = NgramIndex(min_n=2, max_n=3)
+    index.extend([1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2, 3])
+    # suffix (1, 2, 3) occurred at the start, followed by 4 5; (2, 3) alone last led to 7
+    assert index.draft(2) == [4, 5]
+    assert index.draft(10) == [4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
+    assert index.draft(0) == []
+
+
+def test_the_most_recent_occurrence_wins_and_short_suffixes_do_not_draft() -> None:
+    index = NgramIndex(min_n=2, max_n=2)
+    index.extend([5, 6, 1, 5, 6, 2, 5, 6])
+    assert index.draft(1) == [2]
+    index.extend([3])
+    assert index.draft(4) == []  # (6, 3) never occurred before; a single token is below min_n
+    with pytest.raises(ValueError, match="min_n"):
+        NgramIndex(min_n=3, max_n=2)
+
+
+def test_draft_length_grows_on_success_shrinks_on_rejection_and_pauses_after_failures() -> None:
+    length = DraftLength(max_draft=8, length=4)
+    assert length.allowed() == 4
+    length.update(4, 4)
+    assert length.allowed() == 6
+    length.update(6, 6)
+    assert length.allowed() == 8
+    length.update(8, 2)
+    assert length.allowed() == 3
+    length.update(3, 0)
+    assert length.allowed() == 1
+    length.update(1, 0)  # a second failure in a row: pause
+    assert [length.allowed() for _ in range(4)] == [0, 0, 0, 0]
+    assert length.allowed() == 1
+    length.update(1, 1)
+    assert length.failures == 0 and length.allowed() == 3
+
+
+def test_counters_follow_vllms_terms() -> None:
+    counters = SpecCounters()
+    counters.record(4, 2)
+    counters.record(3, 3)
+    counters.record(0, 0)  # no draft: not a verification
+    drafts, draft_tokens, accepted, per_pos = counters.snapshot()
+    assert (drafts, draft_tokens, accepted) == (2, 7, 5)
+    assert per_pos[:4] == (2, 2, 1, 0)
+
+
+def _decoding(scheduler: Scheduler[None], n: int) -> list[SequenceState[None]]:
+    seqs = [SequenceState(f"r{i}", [1, 2, 3], None) for i in range(n)]
+    for seq in seqs:
+        scheduler.submit(seq)
+    scheduler.admit(lambda s: None)
+    for seq in seqs:
+        seq.n_past = 3
+        seq.feed(7)
+    return seqs
+
+
+def test_plan_appends_drafts_within_the_step_budget() -> None:
+    scheduler: Scheduler[None] = Scheduler(max_running=4, max_waiting=4, prompt_chunk=64, batch_size=64)
+    _decoding(scheduler, 3)
+    entries = scheduler.plan(lambda seq, limit: [9] * min(limit, 4), max_speculating=4, draft_budget=6)
+    assert [(list(e.tokens), e.drafted, e.start_pos) for e in entries] == [
+        ([7, 9, 9, 9, 9], 4, 3),
+        ([7, 9, 9], 2, 3),
+        ([7], 0, 3),
+    ]
+    plain = scheduler.plan()
+    assert [e.drafted for e in plain] == [0, 0, 0]
+
+
+def test_plan_drafts_nothing_when_many_sequences_decode() -> None:
+    scheduler: Scheduler[None] = Scheduler(max_running=8, max_waiting=4, prompt_chunk=64, batch_size=64)
+    _decoding(scheduler, 5)
+    asked: list[int] = []
+
+    def propose(seq: SequenceState[None], limit: int) -> list[int]:
+        asked.append(limit)
+        return [9]
+
+    entries = scheduler.plan(propose, max_speculating=4, draft_budget=16)
+    assert asked == [] and all(e.drafted == 0 for e in entries)
+
+
+def test_prompt_chunks_leave_room_for_drafts() -> None:
+    scheduler: Scheduler[None] = Scheduler(max_running=2, max_waiting=4, prompt_chunk=64, batch_size=12)
+    _decoding(scheduler, 1)
+    long_prompt = SequenceState("long", list(range(100)), None)
+    scheduler.submit(long_prompt)
+    scheduler.admit(lambda s: None)
+    entries = scheduler.plan(lambda seq, limit: [9] * limit, max_speculating=4, draft_budget=8)
+    assert sum(len(e.tokens) for e in entries) <= 12
+    assert entries[0].drafted == 8 and len(entries[1].tokens) == 12 - 9
+
+
+# -- the real engine ---------------------------------------------------------------------------
+
+
+def chat(eng: LlamaCppEngine, text: str) -> list[int]:
+    return eng.tokenize(eng.render_chat([ChatMessage("user", text)]))
+
+
+def greedy(max_tokens: int = 48, **change: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **change)
+
+
+async def run(eng: LlamaCppEngine, prompt: list[int], params: SamplingParams, rid: str = "r") -> list[Delta]:
+    return [d async for d in eng.generate(GenerationRequest(rid, prompt, params))]
+
+
+async def warm(eng: LlamaCppEngine, *prompts: list[int]) -> None:
+    """Put each prompt in the prefix cache, so the compared runs start from the same cached state."""
+    for i, prompt in enumerate(prompts):
+        await run(eng, prompt, greedy(1, speculative=False), f"warm{i}")
+
+
+def ids(deltas: list[Delta]) -> list[int]:
+    return [t for d in deltas for t in d.token_ids]
+
+
+def text(deltas: list[Delta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+def accepted(eng: LlamaCppEngine) -> int:
+    return eng.spec.snapshot()[2]
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def cached_slots(eng: LlamaCppEngine) -> list[int]:
+    return [s for s in range(eng.settings.max_running) if eng._scheduler.cached_tokens(s)]
+
+
+def kv_matches_bookkeeping(eng: LlamaCppEngine, slot: int) -> bool:
+    """The slot's KV cache holds exactly the tokens the scheduler says it caches, nothing after them."""
+    cached = eng._scheduler.cached_tokens(slot)
+    return bool(eng._lib.llama_memory_seq_pos_max(eng._memory, slot) + 1 == len(cached))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+async def test_greedy_output_is_identical_with_and_without_drafts(engine: LlamaCppEngine, name: str) -> None:
+    prompt = chat(engine, PROMPTS[name])
+    await warm(engine, prompt)
+    plain = await run(engine, prompt, greedy(speculative=False))
+    before = accepted(engine)
+    spec = await run(engine, prompt, greedy())
+    assert ids(spec) == ids(plain)
+    assert text(spec) == text(plain)
+    assert spec[-1].finish_reason == plain[-1].finish_reason
+    if name != "fresh":
+        assert accepted(engine) > before, "no draft was accepted: the comparison proved nothing"
+        assert len(spec) < len(plain), "accepted drafts come several tokens to a chunk"
+
+
+@pytest.mark.slow
+async def test_concurrent_sequences_speculate_in_one_batch_with_identical_output(
+    engine: LlamaCppEngine,
+) -> None:
+    prompts = [chat(engine, PROMPTS[name]) for name in ("copy", "quote", "code")]
+    await warm(engine, *prompts)
+    plain = await asyncio.gather(
+        *(run(engine, p, greedy(speculative=False), f"p{i}") for i, p in enumerate(prompts))
+    )
+    before = accepted(engine)
+    spec = await asyncio.gather(*(run(engine, p, greedy(), f"s{i}") for i, p in enumerate(prompts)))
+    assert [ids(d) for d in spec] == [ids(d) for d in plain]
+    assert accepted(engine) > before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_tokens", [1, 2, 7, 20])
+async def test_max_tokens_is_exact(engine: LlamaCppEngine, max_tokens: int) -> None:
+    prompt = chat(engine, PROMPTS["copy"])
+    await warm(engine, prompt)
+    plain = await run(engine, prompt, greedy(max_tokens, speculative=False))
+    spec = await run(engine, prompt, greedy(max_tokens))
+    assert len(ids(spec)) == max_tokens == sum(len(d.token_ids) for d in plain)
+    assert ids(spec) == ids(plain)
+    assert spec[-1].finish_reason == "length"
+
+
+@pytest.mark.slow
+async def test_a_stop_string_inside_an_accepted_run_cuts_at_its_token(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, PROMPTS["copy"])
+    await warm(engine, prompt)
+    full = text(await run(engine, prompt, greedy(speculative=False)))
+    assert "spiral" in full, full  # the copy reaches the second sentence
+    params = greedy(stop=("spiral",))
+    plain = await run(engine, prompt, dataclasses.replace(params, speculative=False))
+    before = accepted(engine)
+    spec = await run(engine, prompt, params)
+    assert accepted(engine) > before
+    assert text(spec) == text(plain) == full[: full.index("spiral")]
+    assert ids(spec) == ids(plain)
+    assert spec[-1].finish_reason == "stop"
+
+
+@pytest.mark.slow
+async def test_logprobs_are_those_of_plain_decoding(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, PROMPTS["quote"])
+    await warm(engine, prompt)
+    plain = await run(engine, prompt, greedy(24, logprobs=2, speculative=False))
+    spec = await run(engine, prompt, greedy(24, logprobs=2))
+    assert [lp for d in spec for lp in d.logprobs] == [lp for d in plain for lp in d.logprobs]
+    assert len([lp for d in spec for lp in d.logprobs]) == len(ids(spec)) == 24
+
+
+@pytest.mark.slow
+async def test_rejected_drafts_leave_the_kv_cache_as_if_never_decoded(engine: LlamaCppEngine) -> None:
+    """A finished speculative request's slot holds only its real tokens, and a later prefix hit is exact.
+
+    The same requests run twice on the same engine and slot, first with drafts, then without;
+    the follow-up request reuses what the first left in the KV cache.
+    """
+    prompt = chat(engine, "Tag 5521. " + PROMPTS["code"])  # a prompt no other test caches
+    outputs: list[list[int]] = []
+    for speculative in (True, False):
+        await warm(engine, prompt)
+        rejected_before = engine.spec.snapshot()[1] - engine.spec.snapshot()[2]
+        first = await run(engine, prompt, greedy(40, speculative=speculative))
+        if speculative:
+            assert engine.spec.snapshot()[1] - engine.spec.snapshot()[2] > rejected_before, "nothing rejected"
+        await wait_until(lambda: bool(cached_slots(engine)) and engine.stats().running == 0)
+        assert all(kv_matches_bookkeeping(engine, s) for s in cached_slots(engine))
+        follow = [*prompt, *ids(first), *engine.tokenize(" Now explain it.", add_special=False)]
+        hit = await run(engine, follow, greedy(24, speculative=False))
+        assert hit[0].cached_tokens >= len(prompt) + len(ids(first)) - 1
+        outputs.append([*ids(first), -1, *ids(hit)])
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.slow
+async def test_cancelling_during_verification_frees_the_slot(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client leaves between the decode step and the check of its draft: the slot is freed and clean."""
+    prompt = chat(engine, PROMPTS["copy"])
+    verify = engine._verify
+    hit: list[str] = []
+
+    def cancel_then_verify(entry: Any, *args: Any) -> None:
+        if entry.seq.request_id == "leaving" and not hit:
+            hit.append(entry.seq.request_id)
+            engine._scheduler.cancel(entry.seq)
+        verify(entry, *args)
+
+    monkeypatch.setattr(engine, "_verify", cancel_then_verify)
+    stream = engine.generate(GenerationRequest("leaving", prompt, greedy(200)))
+    first = await anext(aiter(stream))
+    assert first.finish_reason is None
+    await wait_until(lambda: bool(hit))
+    await wait_until(lambda: engine.stats().running == 0)
+    await stream.aclose()  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    after = await run(engine, prompt, greedy(12, speculative=False))
+    assert len(ids(after)) == 12
+    assert all(kv_matches_bookkeeping(engine, s) for s in cached_slots(engine))
+
+
+@pytest.mark.slow
+async def test_sampled_grammar_and_opted_out_requests_do_not_speculate(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, PROMPTS["copy"])
+    before = engine.spec.snapshot()[0]
+    await run(engine, prompt, SamplingParams(max_tokens=24, temperature=0.7, seed=1))
+    await run(engine, prompt, greedy(24, repetition_penalty=1.1))
+    await run(engine, prompt, greedy(24, speculative=False))
+    assert engine.spec.snapshot()[0] == before
+
+
+def test_an_unknown_speculative_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="speculative must be one of off, ngram"):
+        LlamaCppEngine(LlamaCppSettings(model_path=__import__("pathlib").Path("x.gguf"), speculative="eagle"))
+
+
+# -- metrics, the acceptance log, the flags and the request field --------------------------------
+
+
+def test_the_acceptance_log_reports_each_interval_once() -> None:
+    counters = SpecCounters()
+    log = AcceptanceLog(counters, interval=10.0)
+    start = time.monotonic()
+    counters.record(4, 3)
+    counters.record(4, 1)
+    assert log.maybe_log(start + 5) is None  # the interval has not passed
+    line = log.maybe_log(start + 11)
+    assert line is not None
+    assert "acceptance rate 50.0% (4 of 8 draft tokens)" in line
+    assert "mean acceptance length 3.00" in line and "2 drafts in 11 s" in line
+    assert "accepted per position: 1.00, 0.50, 0.50" in line
+    assert log.maybe_log(start + 25) is None  # nothing verified since the last line
+
+
+def test_spec_decode_counters_are_on_metrics_under_vllms_names() -> None:
+    spec = SpecDecodeStats(drafts=3, draft_tokens=10, accepted_tokens=6, accepted_per_pos=(3, 2, 1, 0))
+    page = ServerMetrics("m", lambda: EngineStats(1, 0, 8, 64, 0.1, spec)).render().decode()
+    assert 'vllm:spec_decode_num_drafts_total{model_name="m"} 3.0' in page
+    assert 'vllm:spec_decode_num_draft_tokens_total{model_name="m"} 10.0' in page
+    assert 'vllm:spec_decode_num_accepted_tokens_total{model_name="m"} 6.0' in page
+    assert 'vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name="m",position="1"} 2.0' in page
+    plain = ServerMetrics("m", lambda: EngineStats(1, 0, 8, 64)).render().decode()
+    assert "spec_decode" not in plain
+
+
+@pytest.fixture
+def spec_log() -> Iterator[logging.Logger]:
+    """The acceptance-rate logger at its default level, restored afterwards."""
+    logger = logging.getLogger("pykaito.runtime.speculative")
+    previous = logger.level
+    logger.setLevel(logging.NOTSET)
+    yield logger
+    logger.setLevel(previous)
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"),
+    [
+        pytest.param(["kaito", "serve"], "off", id="kaito-default"),
+        pytest.param(["kaito", "serve", "--speculative", "ngram"], "ngram", id="kaito-ngram"),
+        pytest.param(["pykaito-runtime", "llamacpp", "--model", "embedded"], "off", id="runtime-default"),
+        pytest.param(
+            ["pykaito-runtime", "llamacpp", "--model", "embedded", "--speculative", "ngram"],
+            "ngram",
+            id="runtime-ngram",
+        ),
+    ],
+)
+def test_both_entry_points_hand_the_speculative_flag_to_the_engine(
+    argv: list[str], mode: str, monkeypatch: pytest.MonkeyPatch, spec_log: logging.Logger
+) -> None:
+    from pykaito.cli import main as cli_main
+    from pykaito.runtime import entry
+    from pykaito.runtime import serve as serve_module
+
+    engines: list[LlamaCppEngine] = []
+    monkeypatch.setattr(serve_module, "serve", lambda eng, *_, **__: engines.append(eng))
+    monkeypatch.setattr(sys, "argv", argv)
+    if argv[0] == "kaito":
+        with pytest.raises(SystemExit) as exited:
+            cli_main.main()
+        assert exited.value.code in (0, None)
+    else:
+        entry.main(argv[1:])
+    [eng] = engines
+    assert eng.settings.speculative == mode
+    if argv[0] == "kaito":  # the acceptance rate shows in kaito serve's (otherwise quiet) log
+        # the logger's own level: the effective one also depends on what the root logger was given
+        assert spec_log.level == (logging.INFO if mode == "ngram" else logging.NOTSET)
+
+
+def test_a_wrong_speculative_value_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from pykaito.errors import InputError
+    from pykaito.runtime.serve import llamacpp_engine
+
+    with pytest.raises(InputError, match="--speculative must be off or ngram, got 'eagle'"):
+        llamacpp_engine(embedded_gguf_path(), speculative="eagle")
+    result = CliRunner().invoke(cli_app, ["serve", "--speculative", "eagle"])
+    assert result.exit_code == 2
+    assert "eagle" in result.output and "off" in result.output and "ngram" in result.output
+
+
+async def test_a_request_opts_out_with_speculative_false(make_client: Any, fake: Any) -> None:
+    client = make_client(fake)
+    body = {"model": fake.model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for extra, expected in (({}, True), ({"speculative": False}, False), ({"speculative": True}, True)):
+        response = await client.post("/v1/chat/completions", json={**body, **extra})
+        assert response.status_code == 200, response.text
+        assert fake.requests[-1].params.speculative is expected
+    response = await client.post(
+        "/v1/completions", json={"prompt": "x", "max_tokens": 2, "speculative": "no"}
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "speculative"
+
+
+@pytest.mark.slow
+def test_a_served_copy_streams_several_tokens_a_chunk_and_counts_them_on_metrics() -> None:
+    import openai
+
+    from pykaito.runtime.serve import start_in_thread
+    from pykaito.runtime.settings import ServerSettings
+
+    eng = LlamaCppEngine(
+        LlamaCppSettings(
+            model_path=embedded_gguf_path(), n_ctx=2 * 512, max_running=2, threads=1, speculative="ngram"
+        )
+    )
+    handle = start_in_thread(eng, ServerSettings(port=0))
+    try:
+        client = openai.OpenAI(base_url=handle.base_url, api_key="none", max_retries=0, timeout=120)
+        messages: Any = [{"role": "user", "content": PROMPTS["copy"]}]
+        replies = []
+        for extra in ({"speculative": False}, {}):
+            stream = client.chat.completions.create(
+                model=eng.model_name,
+                messages=messages,
+                max_tokens=40,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body=extra,
+            )
+            chunks = list(stream)
+            content = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+            usage = chunks[-1].usage
+            assert usage is not None and usage.completion_tokens == 40
+            replies.append(("".join(content), len([c for c in content if c])))
+        (plain, plain_chunks), (spec, spec_chunks) = replies
+        assert spec == plain
+        assert spec_chunks < plain_chunks
+        page = httpx.get(handle.url + "/metrics", timeout=30).text
+        accepted = re.search(r'vllm:spec_decode_num_accepted_tokens_total\{model_name="[^"]+"\} (\S+)', page)
+        assert accepted is not None and float(accepted.group(1)) > 0
+    finally:
+        handle.stop()
