@@ -28,6 +28,7 @@ NEEDS = {
     "runtime": ["runtime"],
     "client": ["apps", "hub"],
     "apps": ["apps"],
+    "bench": ["plots"],
 }
 
 
@@ -78,7 +79,7 @@ def test_imports_are_installed_by_the_base_and_the_packages_extra(package: str) 
 
 
 def test_all_is_every_extra_and_the_base_stays_small() -> None:
-    assert EXTRAS["all"] == ["pykaito[operator,runtime,apps,hub]"]
+    assert EXTRAS["all"] == ["pykaito[operator,runtime,apps,hub,plots]"]
     base = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     heavy = {"llama-cpp-python", "streamlit", "kopf", "kubernetes", "kubernetes-asyncio", "huggingface-hub"}
     assert not base & heavy

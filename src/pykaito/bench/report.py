@@ -1,36 +1,41 @@
-"""Reports of one or more runs: read saved runs, draw the plots, write HTML and PNG.
+"""Reports of one or more runs: read saved runs, write the HTML report.
 
-The HTML report is one self-contained file: every plot is an inline SVG drawn by matplotlib, the
-tables are plain HTML, nothing is fetched when it opens. Plots:
-
-- throughput against load (output tokens/s and requests/s);
-- TTFT and ITL percentiles (p50, p90, p99) against load;
-- the latency distributions (TTFT and E2E) of each step, as cumulative curves.
-
-With several runs (``kaito bench compare``) each plot overlays them, one colour per run.
+The HTML report is one self-contained file: the tables are plain HTML, every plot is an inline SVG
+drawn by pykaito.bench.plots, nothing is fetched when it opens. The plots need matplotlib (the
+``plots`` extra); without it the report has the tables and a line saying how to get the plots, so
+an image without matplotlib (the CPU runtime's, which runs the benchmark Job) still writes it.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 
 from pykaito.bench.figures import Distribution, StepFigures, step_figures
 from pykaito.bench.load import RunResult, Step, StepResult
 from pykaito.bench.samples import Sample
 from pykaito.errors import InputError
+
+INSTALL_PLOTS = "pip install 'pykaito[plots]'"
+
+
+def plots_missing() -> str | None:
+    """Why reports have no plots here (matplotlib is not installed), or None when they have them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if not _is_matplotlib(exc):
+            raise
+        return f"matplotlib is not installed; for the plots: {INSTALL_PLOTS}"
+    return None
+
+
+def _is_matplotlib(exc: ModuleNotFoundError) -> bool:
+    return (exc.name or "").split(".")[0] == "matplotlib"
 
 
 def read_run(path: Path) -> RunResult:
@@ -63,130 +68,13 @@ def _figures_from_json(data: dict[str, Any]) -> StepFigures:
     return StepFigures(**values)
 
 
-def _run_name(result: RunResult, index: int) -> str:
+def run_name(result: RunResult, index: int) -> str:
     return str(
         result.meta.get("name")
         or result.meta.get("workspace")
         or result.meta.get("url")
         or f"run {index + 1}"
     )
-
-
-def _x(step: Step) -> float:
-    return float(step.rate if step.rate is not None else step.concurrency or 0)
-
-
-def _x_label(results: Sequence[RunResult]) -> str:
-    rates = any(s.step.rate is not None for r in results for s in r.steps)
-    return "request rate (req/s)" if rates else "concurrency"
-
-
-def _lines(
-    ax: Any, results: Sequence[RunResult], series: Sequence[tuple[str, Callable[[StepFigures], float], str]]
-) -> None:
-    """One line per run and series: a colour per run (per series for one run), a style per series."""
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ticks: set[float] = set()
-    for i, result in enumerate(results):
-        xs = [_x(s.step) for s in result.steps]
-        ticks.update(xs)
-        for k, (label, get, style) in enumerate(series):
-            ys = [get(s.figures) for s in result.steps]
-            name = label if len(results) == 1 else f"{_run_name(result, i)} {label}"
-            color = colors[(k if len(results) == 1 else i) % len(colors)]
-            ax.plot(xs, ys, linestyle=style, color=color, label=name, marker="o")
-    ax.grid(True, alpha=0.3)
-    if results and all(s.step.rate is None for r in results for s in r.steps):
-        ax.set_xscale("log", base=2)
-    if ticks:
-        ax.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)])
-        ax.minorticks_off()
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-
-
-def throughput_figure(results: Sequence[RunResult]) -> Figure:
-    fig, (tokens, requests) = plt.subplots(1, 2, figsize=(10, 4))
-    _lines(tokens, results, [("output tok/s", lambda f: f.output_throughput, "-")])
-    tokens.set_ylabel("output tokens/s")
-    tokens.set_title("Output throughput against load")
-    _lines(requests, results, [("req/s", lambda f: f.request_throughput, "-")])
-    requests.set_ylabel("requests/s")
-    requests.set_title("Request throughput against load")
-    for ax in (tokens, requests):
-        ax.set_xlabel(_x_label(results))
-    fig.tight_layout()
-    return fig
-
-
-def latency_figure(results: Sequence[RunResult], metric: str, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    series = [
-        (f"{metric.upper()} {p}", (lambda f, p=p: getattr(getattr(f, metric), p) * 1000), style)
-        for p, style in (("p50", "-"), ("p90", "--"), ("p99", ":"))
-    ]
-    _lines(ax, results, series)
-    ax.set_xlabel(_x_label(results))
-    ax.set_ylabel("milliseconds")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def distribution_figure(results: Sequence[RunResult]) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    measures: tuple[tuple[str, Callable[[Sample], float | None]], ...] = (
-        ("TTFT", lambda s: s.ttft),
-        ("E2E latency", lambda s: s.e2e),
-    )
-    for ax, (label, get) in zip(axes, measures, strict=True):
-        for i, result in enumerate(results):
-            for step in result.steps:
-                values = sorted(v * 1000 for s in step.samples if s.ok and (v := get(s)) is not None)
-                if not values:
-                    continue
-                ys = [(k + 1) / len(values) for k in range(len(values))]
-                name = step.step.label if len(results) == 1 else f"{_run_name(result, i)} {step.step.label}"
-                ax.step(values, ys, where="post", label=name)
-        ax.set_xlabel(f"{label} (ms)")
-        ax.set_ylabel("fraction of requests")
-        ax.set_title(f"{label} distribution")
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def figures(results: Sequence[RunResult]) -> dict[str, Figure]:
-    out = {
-        "throughput": throughput_figure(results),
-        "ttft": latency_figure(results, "ttft", "Time to first token against load"),
-        "itl": latency_figure(results, "itl", "Inter-token latency against load"),
-    }
-    if any(s.samples for r in results for s in r.steps):
-        out["latency-distribution"] = distribution_figure(results)
-    return out
-
-
-def _svg(fig: Figure) -> str:
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    plt.close(fig)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
-def write_pngs(results: Sequence[RunResult], folder: Path) -> list[Path]:
-    """Every plot as a PNG in ``folder``; the paths written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(results).items():
-        path = folder / f"{name}.png"
-        fig.savefig(path, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def _cell(value: float, scale: float = 1.0, digits: int = 1) -> str:
@@ -235,17 +123,19 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 .meta { color: #555; font-size: 0.9rem; }
+.note { color: #8a5a00; }
 """
 
 
 def html_report(results: Sequence[RunResult]) -> str:
-    """One self-contained HTML page: the runs' settings and tables, then the plots."""
-    title = "kaito bench: " + " vs ".join(_run_name(r, i) for i, r in enumerate(results))
+    """One self-contained HTML page: the runs' settings and tables, then the plots (or, without
+    matplotlib, a line saying how to get them)."""
+    title = "kaito bench: " + " vs ".join(run_name(r, i) for i, r in enumerate(results))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
     parts.append(f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>")
     for i, result in enumerate(results):
         meta = result.meta
-        parts.append(f"<h2>{html.escape(_run_name(result, i))}</h2><p class='meta'>")
+        parts.append(f"<h2>{html.escape(run_name(result, i))}</h2><p class='meta'>")
         for key in (
             "url",
             "model",
@@ -259,7 +149,15 @@ def html_report(results: Sequence[RunResult]) -> str:
             if meta.get(key) is not None:
                 parts.append(f"<b>{key}</b>: {html.escape(str(meta[key]))}<br>")
         parts.append("</p>" + _table(result))
-    for name, fig in figures(results).items():
-        parts.append(f"<figure id='plot-{name}' class='plot'>{_svg(fig)}</figure>")
+    try:
+        from pykaito.bench.plots import figures, svg
+    except ModuleNotFoundError as exc:
+        if not _is_matplotlib(exc):
+            raise
+        note = f"No plots: matplotlib was not installed where this report was written ({INSTALL_PLOTS})."
+        parts.append(f"<p class='note' id='no-plots'>{html.escape(note, quote=False)}</p>")
+    else:
+        for name, fig in figures(results).items():
+            parts.append(f"<figure id='plot-{name}' class='plot'>{svg(fig)}</figure>")
     parts.append("</body></html>")
     return "".join(parts)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -176,16 +177,36 @@ def _save(result: RunResult, save: Path | None, html: Path | None, png: Path | N
         save.parent.mkdir(parents=True, exist_ok=True)
         save.write_text(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
         err_console.print(f"saved {save}", highlight=False)
-    if html or png:
-        from pykaito.bench.report import html_report, write_pngs
+    if html:
+        from pykaito.bench.report import html_report
 
-        if html:
-            html.parent.mkdir(parents=True, exist_ok=True)
-            html.write_text(html_report([result]))
-            err_console.print(f"wrote {html}", highlight=False)
-        if png:
-            for path in write_pngs([result], png):
-                err_console.print(f"wrote {path}", highlight=False)
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(html_report([result]))
+        _wrote_html(html)
+    if png:
+        from pykaito.bench.plots import write_pngs
+
+        for path in write_pngs([result], png):
+            err_console.print(f"wrote {path}", highlight=False)
+
+
+def _wrote_html(path: Path) -> None:
+    from pykaito.bench.report import plots_missing
+
+    missing = plots_missing()
+    if missing:
+        err_console.print(f"wrote {path} without plots ({escape(missing)})", style="yellow", highlight=False)
+    else:
+        err_console.print(f"wrote {path}", highlight=False)
+
+
+def _check_png(png: Path | None) -> None:
+    """Refuse --png before any work when matplotlib is missing (the PNGs are nothing but plots)."""
+    from pykaito.bench.report import plots_missing
+
+    missing = plots_missing() if png else None
+    if missing:
+        raise InputError(f"--png: {missing}; --save and --html work without it")
 
 
 @bench_app.command("run")
@@ -274,7 +295,8 @@ def run_command(
         Path | None, typer.Option("--save", help="Write the run (with raw samples) to this JSON file.")
     ] = None,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")
+        Path | None,
+        typer.Option("--html", help="Write a self-contained HTML report (its plots need matplotlib)."),
     ] = None,
     png: Annotated[
         Path | None, typer.Option("--png", help="Write the plots as PNG images into this folder.")
@@ -295,6 +317,7 @@ def run_command(
 
     if output is OutputFormat.yaml:
         raise InputError("--output yaml is not offered by kaito bench: use table or json")
+    _check_png(png)
     if api not in (None, "chat", "completions"):
         raise InputError(f"--api {api!r}: use chat or completions")
     budget = Budget(
@@ -394,17 +417,20 @@ def compare_command(
     ] = None,
 ) -> None:
     """Overlay two or more saved runs: throughput and latency against load, side by side."""
-    from pykaito.bench.report import html_report, write_pngs
+    from pykaito.bench.report import html_report
 
     if len(runs) < 2:
         raise InputError("give at least two saved runs to compare")
+    _check_png(png)
     results = [load_run(p) for p in runs]
     for path, result in zip(runs, results, strict=True):
         result.meta.setdefault("name", path.stem)
         console.print(summary_table(result))
     html.write_text(html_report(results))
-    err_console.print(f"wrote {html}", highlight=False)
+    _wrote_html(html)
     if png:
+        from pykaito.bench.plots import write_pngs
+
         for path in write_pngs(results, png):
             err_console.print(f"wrote {path}", highlight=False)
 
@@ -418,6 +444,7 @@ def report_command(
     ] = None,
 ) -> None:
     """Show a saved run's table and write its HTML report or PNG plots."""
+    _check_png(png)
     result = load_run(run_file)
     console.print(summary_table(result))
     _save(result, None, html, png)

@@ -22,6 +22,7 @@ EXTRA_OF = {
     "kopf": "operator",
     "kubernetes_asyncio": "operator",
     "huggingface_hub": "hub",
+    "matplotlib": "plots",
 }
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     try:
         app()
     except PykaitoError as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))  # plain text: "pip install 'pykaito[hub]'" is not markup
     except ModuleNotFoundError as exc:  # an optional part that is not installed
         message = missing_extra(exc)
         if message is None:

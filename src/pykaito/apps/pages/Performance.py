@@ -6,7 +6,7 @@ import streamlit as st
 
 from pykaito.apps.bench_runs import ShortRun, latest, run_short
 from pykaito.bench.load import RunResult
-from pykaito.bench.report import figures
+from pykaito.bench.plots import figures
 from pykaito.client.endpoint import default_endpoint
 from pykaito.errors import PykaitoError
 
