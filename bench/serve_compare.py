@@ -377,11 +377,11 @@ async def throughput(
 ) -> dict[str, Any]:
     """``n`` streams at once; the figures are `kaito bench`'s for one step of concurrency ``n``.
 
-    As in `kaito bench`, the step's connections are opened before its clock starts: a request
-    that had to open its own would reach the server later than the others (after its handshake,
-    and after the server's loop got round to accepting it), miss their batched prefill and wait
-    for it, which adds to its TTFT what the other tool does not measure. ``open_first=False``
-    measures as this benchmark did before (bench/bench_agreement.py compares the two).
+    As in `kaito bench`, the step's connections are opened before its clock starts, so every
+    request reaches the server at the same moment and no TTFT holds a handshake; a request that
+    opened its own connection would reach the server later than one sent on a kept-alive
+    connection. ``open_first=False`` measures as this benchmark did before 2026-12-01
+    (bench/bench_agreement.py sets the two side by side).
     """
     prompts = [story_prompt(TOPICS[i % len(TOPICS)], f"{tag}-{i}") for i in range(n)]
     if open_first:
