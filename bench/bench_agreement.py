@@ -2,12 +2,16 @@
 
 One llama.cpp server (the one serve_compare starts for pykaito) serves the embedded model; in each
 round, for each concurrency N, serve_compare's throughput workload (N story prompts at once,
-streaming /v1/completions, temperature 0) and `kaito bench URL -c N -n N` with the same kind of
-prompts (a JSONL dataset built with serve_compare's own prompt function, fresh prompts each time
-so no prefix cache helps either) run one after the other, the order swapped every round; each
-starts with the same uncounted warm-up request (kaito bench sends one by design). The two
-agree when the median over rounds of their ratio is within 10 % for output tokens/s, TTFT p50
-and ITL p50.
+streaming /v1/completions, temperature 0, ``ignore_eos``) and `kaito bench URL -c N -n N
+--ignore-eos` with the same kind of prompts (a JSONL dataset built with serve_compare's own prompt
+function, fresh prompts each time so no prefix cache helps either) run one after the other, the
+order rotated every round; each starts with the same uncounted warm-up request (kaito bench sends
+one by design). The two agree when the median over rounds of their ratio is within 10 % for output
+tokens/s, TTFT p50 and ITL p50.
+
+A third arm, "serve_compare, connect in step", runs serve_compare's workload as it ran before
+2026-12-01: each request opening its own connection inside the step instead of before it. Set
+beside the other two in the same run, it shows what that difference alone does to the figures.
 
     PYTHONPATH=src .venv/bin/python bench/bench_agreement.py --rounds 4 --concurrency 1,4
 """
@@ -38,6 +42,7 @@ from pykaito.bench.figures import percentile  # noqa: E402
 from pykaito.bench.sse import Endpoint  # noqa: E402
 
 FIGURES = ("tok_s", "ttft_p50", "ttft_p95", "itl_p50")
+ARMS = ("serve_compare", "kaito bench", "serve_compare, connect in step")
 WARM_UP = "Warm-up request, not measured: reply with one word."
 
 
@@ -52,13 +57,14 @@ def kaito_bench(url: str, n: int, max_tokens: int, tag: str) -> dict[str, Any]:
         dataset.write_text("".join(json.dumps(line) + "\n" for line in lines))
         cmd = [sys.executable, "-m", "pykaito.cli.main", "bench", url, "-c", str(n), "-n", str(n)]
         cmd += ["--dataset", str(dataset), "--api", "completions", "--output-tokens", str(max_tokens)]
+        cmd += ["--ignore-eos"]
         cmd += ["-o", "json"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"kaito bench failed ({done.returncode}): {done.stderr[-800:]}")
     step = json.loads(done.stdout)["steps"][0]
     f = step["figures"]
-    ttfts = [s["chunk_times"][0] - s["start"] for s in step["samples"] if s["chunk_times"]]
+    ttfts = sorted(s["chunk_times"][0] - s["start"] for s in step["samples"] if s["chunk_times"])
     return {
         "complete": f["completed"],
         "tokens": f["output_tokens"],
@@ -66,8 +72,27 @@ def kaito_bench(url: str, n: int, max_tokens: int, tag: str) -> dict[str, Any]:
         "ttft_p50": f["ttft"]["p50"],
         "ttft_p95": percentile(ttfts, 95),
         "itl_p50": f["itl"]["p50"],
+        "ttfts": ttfts,
+        "tokens_per_stream": [s["output_tokens"] for s in step["samples"]],
         "errors": [s["error"] for s in step["samples"] if s["error"]][:3],
     }
+
+
+def prefill_groups(ttfts: list[float], gap_s: float = 0.05) -> str:
+    """How a step's first tokens came: ``1+3`` is one alone, then three together (gaps over ``gap_s``).
+
+    Requests that reach a continuous-batching server at nearly the same moment are prefilled in
+    one batch or in several, depending on whether the server's decode loop had already taken the
+    first before the others were read; each batch ends with its first tokens at one moment.
+    """
+    groups: list[int] = []
+    last: float | None = None
+    for t in sorted(ttfts):
+        if last is None or t - last > gap_s:
+            groups.append(0)
+        groups[-1] += 1
+        last = t
+    return "+".join(str(g) for g in groups)
 
 
 def _brief(figures: dict[str, Any]) -> str:
@@ -85,20 +110,24 @@ async def rounds(url: str, args: argparse.Namespace) -> dict[int, list[dict[str,
         for r in range(args.rounds):
             for n in args.concurrency:
                 pair: dict[str, Any] = {}
-                order = ("serve_compare", "kaito bench") if r % 2 == 0 else ("kaito bench", "serve_compare")
+                shift = r % len(ARMS)
+                order = ARMS[shift:] + ARMS[:shift]
                 for who in order:
-                    tag = f"{who[0]}-c{n}-r{r}"
-                    if who == "serve_compare":
+                    tag = f"a{ARMS.index(who)}-c{n}-r{r}"
+                    if who != "kaito bench":
+                        if who != "serve_compare":
+                            endpoint.close()  # as before: only the warm-up's connection is open
                         # the same uncounted warm-up request kaito bench sends first: a server
                         # left idle while the other tool started answers its next request late
                         await serve_compare.stream_completion(endpoint, model, WARM_UP, 8, usage=usage)
                         pair[who] = await serve_compare.throughput(
-                            endpoint, model, n, args.max_tokens, tag, usage
+                            endpoint, model, n, args.max_tokens, tag, usage, open_first=who == "serve_compare"
                         )
                     else:
                         pair[who] = await asyncio.to_thread(kaito_bench, url, n, args.max_tokens, tag)
-                a, b = pair["serve_compare"], pair["kaito bench"]
-                print(f"round {r + 1} c={n}: serve_compare {_brief(a)} | kaito bench {_brief(b)}", flush=True)
+                pair["order"] = list(order)
+                line = " | ".join(f"{who} {_brief(pair[who])}" for who in ARMS)
+                print(f"round {r + 1} c={n}: {line}", flush=True)
                 for who in order:
                     if pair[who]["errors"]:
                         print(f"  {who} errors: {pair[who]['errors']}", flush=True)
@@ -114,21 +143,44 @@ def report(results: dict[int, list[dict[str, Any]]], meta: dict[str, Any]) -> st
         f"{meta['max_tokens']} output tokens per request, {meta['rounds']} rounds, {meta['machine']}, "
         f"load average at the start {meta['load_start']}, at the end {meta['load_end']}.",
         "",
-        "| streams | figure | serve_compare (median) | kaito bench (median) "
-        "| median ratio per round | min-max |",
-        "|---|---|---|---|---|---|",
+        "Medians over rounds; a ratio is the arm's figure over serve_compare's in the same round "
+        "(median over rounds, min-max in brackets).",
+        "",
+        "| streams | figure | serve_compare | kaito bench | ratio | serve_compare, connect in step | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n, pairs in results.items():
         for fig in FIGURES:
-            a = [p["serve_compare"][fig] for p in pairs]
-            b = [p["kaito bench"][fig] for p in pairs]
-            ratios = [y / x for x, y in zip(a, b, strict=True) if x and x == x and y == y]
             scale = 1.0 if fig == "tok_s" else 1000.0
             unit = "tok/s" if fig == "tok_s" else "ms"
+            base = [p["serve_compare"][fig] for p in pairs]
+            cells = [f"{percentile(base, 50) * scale:.1f}"]
+            for who in ARMS[1:]:
+                values = [p[who][fig] for p in pairs]
+                ratios = [y / x for x, y in zip(base, values, strict=True) if x and x == x and y == y]
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "n/a"
+                cells += [f"{percentile(values, 50) * scale:.1f}", f"{percentile(ratios, 50):.2f} ({spread})"]
+            lines.append(f"| {n} | {fig.replace('_', ' ')} ({unit}) | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "First tokens per step: how the N requests' first tokens came (1+3: one alone, then three "
+        "together), the TTFTs of all rounds pooled, and the first request's TTFT (median over rounds).",
+        "",
+        "| streams | arm | steps by shape | pooled TTFT p50 ms | pooled TTFT mean ms | first TTFT ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, pairs in results.items():
+        if n == 1:
+            continue
+        for who in ARMS:
+            shapes = [prefill_groups(p[who]["ttfts"]) for p in pairs]
+            counts = ", ".join(f"{shape} x{shapes.count(shape)}" for shape in sorted(set(shapes)))
+            pooled = [t for p in pairs for t in p[who]["ttfts"]]
+            first = percentile([min(p[who]["ttfts"]) for p in pairs if p[who]["ttfts"]], 50)
+            mean = sum(pooled) / len(pooled) if pooled else float("nan")
             lines.append(
-                f"| {n} | {fig.replace('_', ' ')} ({unit}) | {percentile(a, 50) * scale:.1f} | "
-                f"{percentile(b, 50) * scale:.1f} | {percentile(ratios, 50):.3f} | "
-                f"{min(ratios):.3f}-{max(ratios):.3f} |"
+                f"| {n} | {who} | {counts} | {percentile(pooled, 50) * 1000:.0f} | {mean * 1000:.0f} "
+                f"| {first * 1000:.0f} |"
             )
     return "\n".join(lines) + "\n"
 

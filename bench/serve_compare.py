@@ -9,9 +9,13 @@ compare like with like on this machine at this moment:
 
 Workloads (OpenAI /v1/completions, streaming, temperature 0, plain-text story prompts):
 
-- throughput: 1, 4 and 8 concurrent streams of ``--max-tokens`` output tokens each; the servers
-  are asked to ignore end-of-sequence only where the API allows it, so tokens are counted from
-  what each stream produced (usage when reported, else content chunks);
+- throughput: 1, 4 and 8 concurrent streams of ``--max-tokens`` output tokens each. Every request
+  asks to go on past end-of-sequence (``ignore_eos``: pykaito, llama-server and vLLM; ``min_tokens``:
+  llama-cpp-python and vLLM; a server ignores the field it does not know), and tokens are counted
+  from what each stream produced (usage when reported, else content chunks). A round in which a
+  stream failed or produced fewer tokens than asked is invalid: it is reported, never averaged in
+  (no best round, no ratio). The connections of a step are opened before its clock starts, as
+  `kaito bench` does, so every request reaches the server at once and no TTFT holds a handshake;
 - mixed load: a short prompt's time to first token (TTFT) alone, then again while 7 other
   streams decode (4 with short prompts, 3 with ~1000-token prompts).
 
@@ -54,7 +58,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = ROOT / ".venv" / "bin" / "python" if (ROOT / ".venv").exists() else Path(sys.executable)
 LLAMA_SERVER = HERE / ".build" / "llama-server"
 LLAMA_CPP_PYTHON = "llama-cpp-python"
 SERVERS = ("pykaito", "llama-server", LLAMA_CPP_PYTHON)
@@ -320,9 +324,13 @@ from pykaito.bench.samples import Sample  # noqa: E402
 from pykaito.bench.sse import CHAT_PATH, COMPLETIONS_PATH, Endpoint, Request, send  # noqa: E402
 
 
-def completion(model: str, prompt: str, max_tokens: int, usage: bool) -> Request:
+def completion(model: str, prompt: str, max_tokens: int, usage: bool, exact: bool = False) -> Request:
+    """A streamed completion; ``exact`` asks for ``max_tokens`` tokens whatever the model would end with."""
     body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
     body["stream"] = True
+    if exact:
+        body["ignore_eos"] = True  # pykaito, llama-server, vLLM
+        body["min_tokens"] = max_tokens  # llama-cpp-python, vLLM
     if usage:
         body["stream_options"] = {"include_usage": True}
     return Request(COMPLETIONS_PATH, body)
@@ -335,11 +343,11 @@ async def stream_completion(
     max_tokens: int,
     started: asyncio.Event | None = None,
     usage: bool = True,
+    exact: bool = False,
 ) -> Sample:
     """One streamed completion, timed by pykaito.bench (times relative to its own start)."""
-    sample, _ = await send(
-        endpoint, completion(model, prompt, max_tokens, usage), time.perf_counter(), False, started
-    )
+    request = completion(model, prompt, max_tokens, usage, exact)
+    sample, _ = await send(endpoint, request, asyncio.get_running_loop().time(), False, started)
     return sample
 
 
@@ -359,20 +367,50 @@ async def detect_usage(endpoint: Endpoint, model: str) -> bool:
 
 
 async def throughput(
-    endpoint: Endpoint, model: str, n: int, max_tokens: int, tag: str, usage: bool
+    endpoint: Endpoint,
+    model: str,
+    n: int,
+    max_tokens: int,
+    tag: str,
+    usage: bool,
+    open_first: bool = True,
 ) -> dict[str, Any]:
-    """``n`` streams at once; the figures are `kaito bench`'s for one step of concurrency ``n``."""
+    """``n`` streams at once; the figures are `kaito bench`'s for one step of concurrency ``n``.
+
+    As in `kaito bench`, the step's connections are opened before its clock starts, so every
+    request reaches the server at the same moment and no TTFT holds a handshake; a request that
+    opened its own connection would reach the server later than one sent on a kept-alive
+    connection. ``open_first=False`` measures as this benchmark did before 2026-12-01
+    (bench/bench_agreement.py sets the two side by side).
+    """
     prompts = [story_prompt(TOPICS[i % len(TOPICS)], f"{tag}-{i}") for i in range(n)]
-    t0 = time.perf_counter()
+    if open_first:
+        await endpoint.prepare(n)
+    t0 = asyncio.get_running_loop().time()
     results = await asyncio.gather(
-        *(send(endpoint, completion(model, p, max_tokens, usage), t0) for p in prompts)
+        *(send(endpoint, completion(model, p, max_tokens, usage, exact=True), t0) for p in prompts)
     )
-    samples = [sample for sample, _ in results]
+    return round_figures([sample for sample, _ in results], max_tokens)
+
+
+def round_figures(samples: list[Sample], max_tokens: int) -> dict[str, Any]:
+    """One round of one step: its figures, and whether it measured what it asked for.
+
+    A round is valid when every stream completed with ``max_tokens`` tokens; one that ended early
+    (end of sequence on a server that ignores ``ignore_eos``/``min_tokens``) or failed makes the
+    round's tokens/s a figure of less work, so such a round is kept for the record and left out
+    of the best round and the ratios.
+    """
     f = step_figures(samples)
+    short = [s.output_tokens for s in samples if s.ok and s.output_tokens < max_tokens]
     return {
-        "streams": n,
+        "streams": len(samples),
         "complete": f.completed,
+        "short": len(short),
+        "valid": f.completed == len(samples) and not short,
         "tokens": f.output_tokens,
+        "tokens_per_stream": [s.output_tokens for s in samples],
+        "ttfts": sorted(t for s in samples if (t := s.ttft) is not None),
         "wall_s": f.duration_s,
         "tok_s": f.output_throughput,
         "ttft_p50": f.ttft.p50,
@@ -380,6 +418,22 @@ async def throughput(
         "itl_p50": f.itl.p50,
         "errors": [s.error for s in samples if s.error][:3],
     }
+
+
+def summarize_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A server's rounds of one step: figures of its best valid round, tok/s per round (NaN if invalid)."""
+    valid = [x for x in runs if x["valid"]]
+    best = dict(max(valid, key=lambda x: x["tok_s"])) if valid else {**runs[0], "tok_s": float("nan")}
+    if not valid:
+        for key in ("tokens", "wall_s", "ttft_p50", "ttft_p95", "itl_p50"):
+            best[key] = float("nan")
+    best["rounds_tok_s"] = [x["tok_s"] if x["valid"] else float("nan") for x in runs]
+    best["complete"] = min(x["complete"] for x in runs)
+    best["valid_rounds"] = len(valid)
+    best["rounds"] = len(runs)
+    best["short"] = sum(x["short"] for x in runs)
+    best["errors"] = [e for x in runs for e in x["errors"]][:3]
+    return best
 
 
 def chat_request(model: str, messages: list[dict[str, str]], max_tokens: int, usage: bool) -> Request:
@@ -414,12 +468,14 @@ async def copy_run(
     """One copy-heavy chat, single stream: output tokens per second of its whole duration."""
     before = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
     request = chat_request(model, COPY_WORKLOADS[workload], max_tokens, usage)
-    sample, _ = await send(endpoint, request, time.perf_counter())
+    sample, _ = await send(endpoint, request, asyncio.get_running_loop().time())
     after = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
     duration = sample.end - sample.start
     return {
         "tokens": sample.output_tokens,
-        "tok_s": sample.output_tokens / duration if sample.ok and duration > 0 else float("nan"),
+        "tok_s": sample.output_tokens / duration
+        if sample.ok and duration > 0 and sample.output_tokens
+        else float("nan"),
         "draft_tokens": after[0] - before[0],
         "accepted_tokens": after[1] - before[1],
         "error": sample.error,
@@ -481,7 +537,9 @@ async def mixed_ttft(endpoint: Endpoint, model: str, args: argparse.Namespace, u
     prompts = [story_prompt(TOPICS[i], f"bg-{i}") for i in range(4)]
     prompts += [long_prompt(f"bg-long-{i}", args.long_paragraphs) for i in range(3)]
     background = [
-        asyncio.create_task(stream_completion(endpoint, model, p, args.background_tokens, ev, usage=usage))
+        asyncio.create_task(
+            stream_completion(endpoint, model, p, args.background_tokens, ev, usage=usage, exact=True)
+        )
         for p, ev in zip(prompts, started, strict=True)
     ]
     loaded: list[float] = []
@@ -559,10 +617,12 @@ async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -
                     model, usage = setup[name]
                     t = await throughput(endpoints[name], model, n, args.max_tokens, f"c{n}-r{r}", usage)
                     rounds[name][n].append(t)
+                    flag = "" if t["valid"] else f"  INVALID ({t['short']} short, {t['errors'][:1]})"
                     print(
                         f"  round {r + 1} {name:17s} c={n}: {t['tok_s']:7.1f} tok/s"
                         f"  complete {t['complete']}/{n}"
-                        f"  ttft p50 {t['ttft_p50'] * 1000:6.0f} ms  itl p50 {t['itl_p50'] * 1000:5.1f} ms",
+                        f"  ttft p50 {t['ttft_p50'] * 1000:6.0f} ms  itl p50 {t['itl_p50'] * 1000:5.1f} ms"
+                        f"{flag}",
                         flush=True,
                     )
         results: dict[str, Any] = {}
@@ -572,10 +632,7 @@ async def run_workloads(servers: dict[str, Running], args: argparse.Namespace) -
                 runs = rounds[name][n]
                 if not runs:
                     continue
-                best = dict(max(runs, key=lambda x: x["tok_s"]))
-                best["rounds_tok_s"] = [x["tok_s"] for x in runs]
-                best["complete"] = min(x["complete"] for x in runs)
-                out["throughput"][str(n)] = best
+                out["throughput"][str(n)] = summarize_rounds(runs)
             out["peak_rss_after_throughput_mib"] = servers[name].peak_rss_mib()
             if copies:
                 out["copy"] = copies[name]
@@ -606,6 +663,11 @@ def fmt(v: float | None, digits: int = 1, scale: float = 1.0) -> str:
     if v is None or v != v:
         return "n/a"
     return f"{v * scale:.{digits}f}"
+
+
+def times(r: float) -> str:
+    """A ratio as ``1.23x``; ``n/a`` when there is none."""
+    return "n/a" if r != r else f"{r:.2f}x"
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -669,24 +731,26 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Model `{meta['model']}`, {meta['threads']} threads, --parallel {meta['parallel']}, "
         f"context {meta['ctx']} tokens, {meta['max_tokens']} output tokens per request at temperature 0, "
         f"{meta['rounds']} rounds; in each round every server runs each workload in turn (order rotated). "
-        'tok/s and latencies are from each server\'s best round; "vs llama-server" is the median over '
-        "rounds of the ratio within a round. "
+        "tok/s and latencies are from each server's best valid round (a valid round: every stream "
+        f'completed with all {meta["max_tokens"]} tokens); "vs llama-server" is the median over '
+        "rounds of the ratio within a round, over rounds valid for both. "
         f"Machine: {meta['machine']}. Timings on a shared machine vary run to run: "
         "compare within one run only.",
         "",
-        "| server | streams | complete | total tok/s | vs llama-server "
+        "| server | streams | complete | valid rounds | total tok/s | vs llama-server "
         "| TTFT p50 ms | TTFT p95 ms | ITL p50 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     base = results.get("llama-server", {}).get("throughput", {})
     for name, res in results.items():
         if "error" in res:
-            lines.append(f"| {name} | failed: {res['error']} | | | | | | |")
+            lines.append(f"| {name} | failed: {res['error']} | | | | | | | |")
             continue
         for n, t in res["throughput"].items():
             r = paired_median(results, name, "llama-server", n)
             lines.append(
-                f"| {name} | {n} | {t['complete']}/{n} | {fmt(t['tok_s'])} | {fmt(r, 2)}x | "
+                f"| {name} | {n} | {t['complete']}/{n} | {t['valid_rounds']}/{t['rounds']} "
+                f"| {fmt(t['tok_s'])} | {times(r)} | "
                 f"{fmt(t['ttft_p50'], 0, 1000)} | {fmt(t['ttft_p95'], 0, 1000)} "
                 f"| {fmt(t['itl_p50'], 1, 1000)} |"
             )

@@ -102,6 +102,34 @@ async def test_sampling_parameters_reach_the_engine(client: httpx.AsyncClient, f
     assert params.logprobs is None and params.grammar is None
 
 
+@pytest.mark.parametrize(
+    ("path", "extra", "expected"),
+    [
+        pytest.param("/v1/chat/completions", {"ignore_eos": True}, True, id="chat"),
+        pytest.param("/v1/completions", {"ignore_eos": True}, True, id="completions"),
+        pytest.param("/v1/chat/completions", {}, False, id="default-off"),
+        pytest.param("/v1/chat/completions", {"ignore_eos": False}, False, id="false"),
+        pytest.param(
+            "/v1/chat/completions",
+            {"ignore_eos": True, "response_format": {"type": "json_object"}},
+            False,
+            id="not-with-a-grammar",
+        ),
+    ],
+)
+async def test_ignore_eos_reaches_the_engine(
+    client: httpx.AsyncClient, fake: FakeEngine, path: str, extra: dict[str, Any], expected: bool
+) -> None:
+    body = chat(**extra) if path.endswith("chat/completions") else {"prompt": "Once upon a time", **extra}
+    assert (await client.post(path, json=body)).status_code == 200
+    assert fake.requests[-1].params.ignore_eos is expected
+
+
+async def test_ignore_eos_must_be_a_boolean(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", json=chat(ignore_eos="yes"))
+    assert_error(response, 400, param="ignore_eos")
+
+
 async def test_max_tokens_and_stop(client: httpx.AsyncClient) -> None:
     short = (await client.post("/v1/chat/completions", json=chat(max_tokens=3))).json()
     assert short["choices"][0]["message"]["content"] == "Hello there, I"

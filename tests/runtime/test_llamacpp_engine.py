@@ -107,6 +107,19 @@ async def test_max_tokens_ends_with_length(engine: LlamaCppEngine) -> None:
     assert len(ids(deltas)) == 8
 
 
+async def test_ignore_eos_goes_on_to_max_tokens(engine: LlamaCppEngine) -> None:
+    # a reply that ends early on its own (end of sequence) runs to max_tokens with ignore_eos,
+    # as vLLM's parameter does: what a benchmark needs to measure the tokens it asked for
+    prompt = chat(engine, "Reply with the single word yes and nothing else.")
+    natural = await collect(engine, prompt, SamplingParams(max_tokens=48, temperature=0.0))
+    assert natural[-1].finish_reason == "stop"
+    assert len(ids(natural)) < 48, text(natural)
+    params = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True)
+    forced = await collect(engine, prompt, params)
+    assert forced[-1].finish_reason == "length"
+    assert len(ids(forced)) == 48
+
+
 async def test_stop_string_is_never_emitted(engine: LlamaCppEngine) -> None:
     prompt = chat(engine, "List three colours, one per line.")
     reference = text(await collect(engine, prompt, SamplingParams(max_tokens=24, temperature=0.0)))

@@ -36,6 +36,7 @@ class SamplingParams:
     logprobs: int | None = None  # None: no logprobs; N: the chosen token plus N alternatives
     grammar: str | None = None  # a GBNF grammar constraining the output (json_object, json_schema)
     speculative: bool = True  # the engine may verify draft tokens (same output); False opts out
+    ignore_eos: bool = False  # go on past end-of-sequence tokens until max_tokens (benchmarks)
 
 
 @dataclass(frozen=True)

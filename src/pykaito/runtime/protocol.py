@@ -146,6 +146,11 @@ class _Sampling(_Request):
         description="false: decode one token per step, without verifying n-gram drafts "
         "(the output is the same either way)",
     )
+    ignore_eos: bool | None = Field(
+        default=None,
+        description="true: go on past the end-of-sequence token until max_tokens (vLLM's parameter, "
+        "for benchmarks); no effect with response_format",
+    )
     n: int = Field(default=1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

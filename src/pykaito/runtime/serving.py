@@ -390,6 +390,7 @@ class OpenAIServing:
             logprobs=logprobs,
             grammar=grammar,
             speculative=body.speculative is not False,
+            ignore_eos=bool(body.ignore_eos) and grammar is None,  # structured output ends with its grammar
         )
 
     @staticmethod

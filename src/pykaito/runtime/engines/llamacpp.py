@@ -678,7 +678,7 @@ class LlamaCppEngine:
         if req.params.logprobs is not None:
             req.pending_logprobs.append(self._logprob(index, token, req.params.logprobs))
         finish: FinishReason | None = None
-        if lib.llama_vocab_is_eog(self._vocab, token):
+        if lib.llama_vocab_is_eog(self._vocab, token) and not req.params.ignore_eos:
             text, finish = req.text.flush(), "stop"
         else:
             text, stopped = req.text.push(self._piece(token))
