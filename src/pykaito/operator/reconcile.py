@@ -307,7 +307,8 @@ async def _converge(
     verdicts = cond.conditions_from(seen)
     resource = cond.verdict_of(verdicts, ConditionType.RESOURCE_READY)
     resource_ok = resource.ok
-    cache_ready = cache is None or cache.ready
+    # a shared cache is filled before the pods start; a pod's own (ReadWriteOnce) by the pod itself
+    cache_ready = cache is None or cache.ready or cache.cache.per_pod
     if (
         resource_ok
         and cache_ready
