@@ -207,6 +207,7 @@ def test_read_write_once_gives_each_pod_its_own_cache_filled_by_an_init_containe
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "weight-cache"
     assert claim["metadata"]["labels"]["kaito.sh/weight-cache-of"] == CACHE
+    assert claim["metadata"]["labels"]["kaito.sh/workspace"] == SEED["metadata"]["name"]  # found on deletion
     assert "kaito.sh/weight-cache" not in claim["metadata"]["labels"]  # not a shared cache: never swept
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert claim["spec"]["storageClassName"] == "managed-csi"

@@ -53,20 +53,12 @@ def mirror(kube: KubeEmulator) -> dict[str, Any]:
 
 
 async def start_pod(kube: KubeEmulator, sts: dict[str, Any]) -> None:
-    """The StatefulSet controller: the pod's claim (kept when it exists), then the pod."""
+    """The StatefulSet controller: the pod's claim (kept when it exists), then the pod. The claim is
+    left unowned, as on a cluster that does not honour the retention policy (before Kubernetes
+    1.27): the operator removes it with the Workspace itself."""
     (template,) = sts["spec"]["volumeClaimTemplates"]
     if live(kube, PVCS, "default", CLAIM) is None:
-        owner = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "name": SEED,
-            "uid": sts["metadata"]["uid"],
-            "controller": True,
-        }
-        claim = {
-            "metadata": {**template["metadata"], "name": CLAIM, "ownerReferences": [owner]},
-            "spec": template["spec"],
-        }
+        claim = {"metadata": {**template["metadata"], "name": CLAIM}, "spec": template["spec"]}
         await call(kube, "POST", "/api/v1/namespaces/default/persistentvolumeclaims", claim)
     spec = {**sts["spec"]["template"]["spec"]}
     spec["volumes"] = [
@@ -100,6 +92,7 @@ async def test_each_pod_fills_its_own_volume_once_and_it_goes_with_the_workspace
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert claim["spec"]["storageClassName"] == "managed-csi"
     assert claim["metadata"]["labels"]["kaito.sh/weight-cache-of"] == PHI_CACHE
+    assert claim["metadata"]["labels"]["kaito.sh/workspace"] == SEED
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
     (fill,) = sts["spec"]["template"]["spec"]["initContainers"]
     assert fill["name"] == "weight-cache" and "--revision" in fill["command"]

@@ -369,8 +369,9 @@ def init_container(cache: WeightCache | None, workspace: Workspace, images: Imag
     return _downloader(cache, workspace, images, cache.settings, INIT_CONTAINER, SCRATCH_VOLUME)
 
 
-def claim_templates(cache: WeightCache | None) -> list[dict[str, Any]]:
-    """The StatefulSet's volumeClaimTemplates: one cache volume per pod (ReadWriteOnce), else none."""
+def claim_templates(cache: WeightCache | None, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The StatefulSet's volumeClaimTemplates: one cache volume per pod (ReadWriteOnce), else none;
+    ``labels`` (the Workspace's) go on each volume too, so the operator finds them on deletion."""
     if cache is None or not cache.per_pod:
         return []
     spec: dict[str, Any] = {
@@ -380,10 +381,8 @@ def claim_templates(cache: WeightCache | None) -> list[dict[str, Any]]:
     }
     if cache.settings.storage_class:
         spec["storageClassName"] = cache.settings.storage_class
-    labels = {LABEL_POD_CACHE: cache.name, LABEL_MANAGED_BY: MANAGED_BY}
-    return [
-        {"metadata": {"name": VOLUME, "labels": labels, "annotations": _annotations(cache)}, "spec": spec}
-    ]
+    meta = {**(labels or {}), LABEL_POD_CACHE: cache.name, LABEL_MANAGED_BY: MANAGED_BY}
+    return [{"metadata": {"name": VOLUME, "labels": meta, "annotations": _annotations(cache)}, "spec": spec}]
 
 
 RETENTION = {"whenDeleted": "Delete", "whenScaled": "Delete"}

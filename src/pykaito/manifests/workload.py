@@ -132,7 +132,7 @@ def statefulset(
         "selector": {"matchLabels": selector_labels(workspace)},
         "template": copy.deepcopy(template),
     }
-    claims = weight_cache.claim_templates(cache)
+    claims = weight_cache.claim_templates(cache, selector_labels(workspace))
     if claims:  # each pod's own weight cache (ReadWriteOnce), removed with the StatefulSet
         spec["volumeClaimTemplates"] = claims
         spec["persistentVolumeClaimRetentionPolicy"] = dict(weight_cache.RETENTION)

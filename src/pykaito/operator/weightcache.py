@@ -35,6 +35,7 @@ from pykaito.manifests.weight_cache import (
     DEFAULT_REVISION,
     DOWNLOAD_CONTAINER,
     INIT_CONTAINER,
+    LABEL_POD_CACHE,
     LABEL_WEIGHT_CACHE,
     STATE_READY,
     WeightCache,
@@ -427,6 +428,21 @@ async def collect_forever(rt: Runtime) -> None:
         except (ClusterError, PykaitoError) as exc:
             logger.warning("weight cache sweep: %s", exc)
         await asyncio.sleep(max(0.1, rt.settings.weight_cache_gc_interval_seconds))
+
+
+async def release_pod_caches(rt: Runtime, namespace: str, workspace: str) -> list[str]:
+    """Delete a deleted Workspace's own cache volumes (ReadWriteOnce): what its StatefulSet's
+    retention policy does where the cluster honours it (Kubernetes 1.27 and later), here for every
+    cluster; returns their names. A volume still mounted goes once its pod has gone."""
+    pvcs = await rt.kube.list(PVCS, namespace, labels={LABEL_WORKSPACE: workspace})
+    doomed = [
+        str(meta_of(p).get("name"))
+        for p in pvcs
+        if (meta_of(p).get("labels") or {}).get(LABEL_POD_CACHE) and not meta_of(p).get("deletionTimestamp")
+    ]
+    for name in doomed:
+        await rt.kube.delete(PVCS, namespace, name)
+    return doomed
 
 
 def uses(rt: Runtime, body: Mapping[str, Any], name: str) -> bool:
