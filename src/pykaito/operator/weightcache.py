@@ -12,7 +12,14 @@ A cache is ready when its PVC carries ``kaito.sh/weight-cache-state: Ready``; th
 that when the Job succeeds, so a second Workspace on the same model and revision starts at once,
 and the Job may be deleted. A cache no Workspace of its namespace uses is marked unused
 (``kaito.sh/weight-cache-unused-since``) by a periodic sweep and deleted, with its Job, once the
-grace period (``weightCache.gcGracePeriod``) has passed.
+grace period (``weightCache.gcGracePeriod``) has passed. Under kopf peering every replica runs
+the sweep's task, but only the acting one (:mod:`pykaito.operator.peering`) changes anything.
+
+With ``weightCache.accessMode: ReadWriteOnce`` there is no shared PVC nor Job: each inference pod
+fills its own volume in an init container (:mod:`pykaito.manifests.weight_cache`), the StatefulSet
+is applied at once, and ModelMirrorReady counts the pods whose init container has finished; a
+refused download is reported from the init container's termination message. A deleted
+Workspace's own volumes are removed with it (:func:`release_pod_caches`).
 """
 
 from __future__ import annotations
