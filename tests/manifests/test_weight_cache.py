@@ -205,7 +205,7 @@ def test_read_write_once_gives_each_pod_its_own_cache_filled_by_an_init_containe
     objects = render(with_secret(), seed_plan(node_count=2, pipeline_parallel=2), weight_cache=cache)
     sts = by_kind(objects, "StatefulSet")
     (claim,) = sts["spec"]["volumeClaimTemplates"]
-    assert claim["metadata"]["name"] == "weight-cache"
+    assert claim["metadata"]["name"] == "weight-cache-pod"
     assert claim["metadata"]["labels"]["kaito.sh/weight-cache-of"] == CACHE
     assert claim["metadata"]["labels"]["kaito.sh/workspace"] == SEED["metadata"]["name"]  # found on deletion
     assert "kaito.sh/weight-cache" not in claim["metadata"]["labels"]  # not a shared cache: never swept
@@ -217,17 +217,18 @@ def test_read_write_once_gives_each_pod_its_own_cache_filled_by_an_init_containe
         "whenScaled": "Delete",
     }
     spec = sts["spec"]["template"]["spec"]
-    assert all(v["name"] != "weight-cache" for v in spec["volumes"])  # the StatefulSet adds each pod's claim
+    # the StatefulSet adds each pod's claim as a volume
+    assert all(v["name"] not in ("weight-cache", "weight-cache-pod") for v in spec["volumes"])
     assert spec["securityContext"]["fsGroup"] == 1000  # the non-root downloader may write the new volume
     (fill,) = spec["initContainers"]
     assert fill["name"] == "weight-cache" and fill["image"] == "registry.example/dl:3"
     assert fill["command"][:3] == ["python3", "-m", "pykaito.models.snapshot"]
     assert fill["command"][fill["command"].index("--dest") + 1] == "/mnt/weight-cache"
-    assert {"name": "weight-cache", "mountPath": "/mnt/weight-cache"} in fill["volumeMounts"]
+    assert {"name": "weight-cache-pod", "mountPath": "/mnt/weight-cache"} in fill["volumeMounts"]
     token = next(e for e in fill["env"] if e["name"] == "HF_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "hf" and "value" not in token
     (container,) = spec["containers"]
-    assert {"name": "weight-cache", "mountPath": "/mnt/weight-cache", "readOnly": True} in container[
+    assert {"name": "weight-cache-pod", "mountPath": "/mnt/weight-cache", "readOnly": True} in container[
         "volumeMounts"
     ]
     assert container["args"][container["args"].index("--model") + 1] == "/mnt/weight-cache/model"

@@ -32,7 +32,7 @@ from tests.operator.test_weight_cache import (
 
 pytestmark = pytest.mark.timeout(240)
 
-CLAIM = f"weight-cache-{SEED}-0"
+CLAIM = f"weight-cache-pod-{SEED}-0"
 POD = f"{SEED}-0"
 
 
@@ -63,7 +63,7 @@ async def start_pod(kube: KubeEmulator, sts: dict[str, Any]) -> None:
     spec = {**sts["spec"]["template"]["spec"]}
     spec["volumes"] = [
         *spec["volumes"],
-        {"name": "weight-cache", "persistentVolumeClaim": {"claimName": CLAIM}},
+        {"name": "weight-cache-pod", "persistentVolumeClaim": {"claimName": CLAIM}},
     ]
     pod = {"metadata": {"name": POD, **sts["spec"]["template"]["metadata"]}, "spec": spec}
     await call(kube, "POST", "/api/v1/namespaces/default/pods", pod)
@@ -168,3 +168,61 @@ async def test_a_refused_download_in_the_init_container_is_reported(kube: KubeEm
     text = condition(failed, "ModelMirrorReady")["message"]
     assert message in text and f"pod {POD}" in text
     assert failed["status"]["state"] == "Failed"
+
+
+async def test_a_statefulset_from_before_the_mode_changed_is_made_again(kube: KubeEmulator) -> None:
+    """volumeClaimTemplates cannot change in place: a StatefulSet rendered with a shared cache (or
+    none) is replaced when the operator now gives each pod its own volume."""
+    body = example(f"{SEED}.yaml")
+    body["metadata"]["annotations"] = {"kaito.sh/disable-benchmark": "true"}
+    await apply(kube, body)
+    await nodes_up(kube)
+    sts = await eventually(lambda: live(kube, STS, "default", SEED), WAIT)
+    old = {k: v for k, v in sts.items() if k != "status"}
+    old["spec"] = {k: v for k, v in sts["spec"].items() if k not in CLAIM_FIELDS}
+    path = f"/apis/apps/v1/namespaces/default/statefulsets/{SEED}"
+    replaced = await call(kube, "PUT", path, old)
+    assert "volumeClaimTemplates" not in replaced["spec"]
+
+    def again() -> dict[str, Any] | None:
+        now = live(kube, STS, "default", SEED)
+        fresh = now is not None and now["metadata"]["uid"] != sts["metadata"]["uid"]
+        return now if fresh and now["spec"].get("volumeClaimTemplates") else None
+
+    remade = await eventually(again, WAIT)
+    assert remade["spec"]["volumeClaimTemplates"] == sts["spec"]["volumeClaimTemplates"]
+    events = [e for e in objects(kube, "v1/events") if e["involvedObject"]["name"] == SEED]
+    assert any(e.get("reason") == "ChildReplaced" for e in events)
+
+
+CLAIM_FIELDS = ("volumeClaimTemplates", "persistentVolumeClaimRetentionPolicy")
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual", "changed"),
+    [
+        pytest.param({"access": "ReadWriteOnce"}, {"access": "ReadWriteOnce"}, False, id="same"),
+        pytest.param({"access": "ReadWriteOnce"}, None, True, id="claims-added"),
+        # rendered no more (back to a shared cache): left alone, nothing mounts it, it goes with the Workspace
+        pytest.param(None, {"access": "ReadWriteOnce"}, False, id="claims-no-longer-rendered"),
+        pytest.param({"access": "ReadWriteOnce"}, {"access": "ReadWriteOncePod"}, True, id="mode"),
+        pytest.param(
+            {"access": "ReadWriteOnce", "size": "20Gi"}, {"access": "ReadWriteOnce"}, True, id="size"
+        ),
+        pytest.param(None, None, False, id="no-claims"),
+    ],
+)
+def test_claims_changed(desired: dict[str, str] | None, actual: dict[str, str] | None, changed: bool) -> None:
+    from pykaito.operator.children import claims_changed
+
+    def sts(claim: dict[str, str] | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"replicas": 1}
+        if claim is not None:
+            requests = {"storage": claim.get("size", "11Gi")}
+            template = {"accessModes": [claim["access"]], "resources": {"requests": requests}}
+            # the API server adds defaults (volumeMode, status): they are no change
+            live = {**template, "volumeMode": "Filesystem"}
+            spec["volumeClaimTemplates"] = [{"metadata": {"name": "weight-cache-pod"}, "spec": live}]
+        return {"kind": "StatefulSet", "spec": spec}
+
+    assert claims_changed(sts(desired), sts(actual)) is changed

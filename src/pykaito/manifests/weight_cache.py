@@ -16,7 +16,7 @@ with the weight cache on:
 With ``accessMode: ReadWriteOnce`` (or ``ReadWriteOncePod``: a storage class that offers no
 ReadWriteMany) one volume cannot serve pods on several nodes, so each inference pod gets its own:
 
-- the StatefulSet claims a volume ``weight-cache-<workspace>-<ordinal>`` per pod from a
+- the StatefulSet claims a volume ``weight-cache-pod-<workspace>-<ordinal>`` per pod from a
   volumeClaimTemplate (labelled ``kaito.sh/weight-cache-of`` with the cache's name), removed with
   the StatefulSet (``persistentVolumeClaimRetentionPolicy``) when the Workspace goes;
 - an init container ``weight-cache`` runs the same downloader into it before the engine starts; it
@@ -59,6 +59,9 @@ DOWNLOAD_CONTAINER = "download"
 INIT_CONTAINER = "weight-cache"
 """The init container that fills a pod's own cache volume (ReadWriteOnce)."""
 SCRATCH_VOLUME = "weight-cache-tmp"
+POD_VOLUME = "weight-cache-pod"
+"""A pod's own cache volume (ReadWriteOnce); its own name, so that a StatefulSet's claim template
+left from that mode never stands in for the shared cache's volume."""
 TERMINATION_LOG = "/dev/termination-log"
 DEFAULT_REVISION = "main"
 CACHED_RUNTIMES = ("vllm", "transformers")
@@ -224,7 +227,7 @@ def render_download_job(
     """
     images = images or Images()
     settings = settings or cache.settings
-    container = _downloader(cache, workspace, images, settings, DOWNLOAD_CONTAINER, "tmp")
+    container = _downloader(cache, workspace, images, settings, DOWNLOAD_CONTAINER, VOLUME, "tmp")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -278,6 +281,7 @@ def _downloader(
     images: Images,
     settings: WeightCacheSettings,
     name: str,
+    volume: str,
     scratch: str,
 ) -> dict[str, Any]:
     """The downloader's container: non-root, read-only root, the token by reference only."""
@@ -301,7 +305,7 @@ def _downloader(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
         "volumeMounts": [
-            {"name": VOLUME, "mountPath": MOUNT_PATH},
+            {"name": volume, "mountPath": MOUNT_PATH},
             {"name": scratch, "mountPath": "/tmp"},
         ],
         "securityContext": {
@@ -354,11 +358,11 @@ def volume_and_mount(cache: WeightCache | None) -> tuple[list[dict[str, Any]], l
     volume per pod) the scratch space of the init container (the StatefulSet adds the claim)."""
     if cache is None:
         return [], []
-    mount = {"name": VOLUME, "mountPath": MOUNT_PATH, "readOnly": True}
     if cache.per_pod:
+        mount = {"name": POD_VOLUME, "mountPath": MOUNT_PATH, "readOnly": True}
         return [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}], [mount]
     volume = {"name": VOLUME, "persistentVolumeClaim": {"claimName": cache.name, "readOnly": True}}
-    return [volume], [mount]
+    return [volume], [{"name": VOLUME, "mountPath": MOUNT_PATH, "readOnly": True}]
 
 
 def init_container(cache: WeightCache | None, workspace: Workspace, images: Images) -> dict[str, Any] | None:
@@ -366,7 +370,7 @@ def init_container(cache: WeightCache | None, workspace: Workspace, images: Imag
     finds a complete snapshot by its marker and downloads nothing: a restarted pod starts at once."""
     if cache is None or not cache.per_pod:
         return None
-    return _downloader(cache, workspace, images, cache.settings, INIT_CONTAINER, SCRATCH_VOLUME)
+    return _downloader(cache, workspace, images, cache.settings, INIT_CONTAINER, POD_VOLUME, SCRATCH_VOLUME)
 
 
 def claim_templates(cache: WeightCache | None, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -382,7 +386,9 @@ def claim_templates(cache: WeightCache | None, labels: dict[str, str] | None = N
     if cache.settings.storage_class:
         spec["storageClassName"] = cache.settings.storage_class
     meta = {**(labels or {}), LABEL_POD_CACHE: cache.name, LABEL_MANAGED_BY: MANAGED_BY}
-    return [{"metadata": {"name": VOLUME, "labels": meta, "annotations": _annotations(cache)}, "spec": spec}]
+    return [
+        {"metadata": {"name": POD_VOLUME, "labels": meta, "annotations": _annotations(cache)}, "spec": spec}
+    ]
 
 
 RETENTION = {"whenDeleted": "Delete", "whenScaled": "Delete"}
