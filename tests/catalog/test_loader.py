@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pykaito.catalog.loader import _build, closest, did_you_mean, load_catalog
-from pykaito.catalog.types import InstanceType
+from pykaito.catalog.types import InstanceType, ModelPreset
 from pykaito.errors import CatalogError
 
 CATALOG = load_catalog()
@@ -107,3 +109,19 @@ def test_unknown_names_suggest_the_closest() -> None:
 def test_unknown_keys_in_a_data_file_are_refused() -> None:
     with pytest.raises(CatalogError, match=r"unknown keys \['gpus'\]"):
         _build(InstanceType, {"name": "x", "gpus": 1}, "instance_types.yaml")
+
+
+def test_every_gpu_preset_is_pinned_to_a_hugging_face_commit() -> None:
+    gpu = [p for p in CATALOG.presets.values() if not p.cpu_only]
+    assert len(gpu) >= 25
+    for preset in gpu:
+        assert re.fullmatch(r"[0-9a-f]{40}", preset.revision), f"{preset.name} has no pinned revision"
+    assert CATALOG.presets["llama-3.3-70b-instruct"].revision == "6f6073b423013f6a7d4d9f39144961bfbfbc386b"
+    assert CATALOG.presets["smollm2-135m-instruct"].revision == ""  # the embedded GGUF: nothing to fetch
+
+
+def test_a_revision_that_is_not_a_commit_is_refused() -> None:
+    raw = {"name": "x", "model_id": "o/x", "size_gib": 1, "context_length": 1, "kv_bytes_per_token": 1}
+    with pytest.raises(CatalogError, match=r"x.revision 'main' is not a Hugging Face commit"):
+        _build(ModelPreset, {**raw, "revision": "main"}, "presets.yaml")
+    assert _build(ModelPreset, {**raw, "revision": "a" * 40}, "presets.yaml").revision == "a" * 40

@@ -6,7 +6,7 @@ import yaml
 
 from tests.cli.test_render_cli import SEED, kaito
 
-CACHE = "kaito-weights-microsoft-phi-4-mini-instruct-0d6e4079"
+CACHE = "kaito-weights-microsoft-phi-4-mini-instruct-c0fb9e74"
 CPU = """\
 apiVersion: kaito.sh/v1beta1
 kind: Workspace

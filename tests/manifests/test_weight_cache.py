@@ -16,6 +16,7 @@ from pykaito.manifests.weight_cache import (
     render_pvc,
     revision_tag,
 )
+from pykaito.planner.engine_args import to_argv
 from tests.manifests.builders import (
     SEED,
     by_kind,
@@ -168,3 +169,76 @@ def test_multi_node_model_sized_for_every_shard() -> None:
 def test_settings_refuse_what_kubernetes_would(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
         WeightCacheSettings(**settings)
+
+
+PHI_COMMIT = "c0fb9e74abda11b496b7907a9c6c9009a7a0488f"
+
+
+def test_cache_and_engine_use_the_commit_the_preset_is_pinned_to() -> None:
+    from pykaito.planner import plan as make_plan
+
+    planned = make_plan(workspace())
+    assert planned.model_revision == PHI_COMMIT
+    argv = list(to_argv(planned.engine_args))
+    assert argv[argv.index("--revision") + 1] == PHI_COMMIT  # without the cache vLLM fetches that commit
+    cache = cache_for(workspace(), planned)
+    assert cache is not None and cache.revision == PHI_COMMIT
+    assert cache.name == f"kaito-weights-microsoft-phi-4-mini-instruct-{PHI_COMMIT[:8]}"
+    assert render_pvc(cache)["metadata"]["annotations"]["kaito.sh/weight-cache-revision"] == PHI_COMMIT
+    command = render_download_job(cache, workspace())["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--revision") + 1] == PHI_COMMIT
+    (container,) = by_kind(render(workspace(), planned, weight_cache=cache), "StatefulSet")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert container["args"][container["args"].index("--model") + 1] == "/mnt/weight-cache/model"
+    assert "--revision" not in container["args"]  # a directory has no revisions: the cache holds the commit
+
+
+RWO = WeightCacheSettings(
+    storage_class="managed-csi", access_mode="ReadWriteOnce", image="registry.example/dl:3"
+)
+
+
+def test_read_write_once_gives_each_pod_its_own_cache_filled_by_an_init_container() -> None:
+    cache = cache_for(with_secret(), seed_plan(node_count=2, pipeline_parallel=2), RWO)
+    assert cache is not None and cache.per_pod
+    objects = render(with_secret(), seed_plan(node_count=2, pipeline_parallel=2), weight_cache=cache)
+    sts = by_kind(objects, "StatefulSet")
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "weight-cache-pod"
+    assert claim["metadata"]["labels"]["kaito.sh/weight-cache-of"] == CACHE
+    assert claim["metadata"]["labels"]["kaito.sh/workspace"] == SEED["metadata"]["name"]  # found on deletion
+    assert "kaito.sh/weight-cache" not in claim["metadata"]["labels"]  # not a shared cache: never swept
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["storageClassName"] == "managed-csi"
+    assert claim["spec"]["resources"]["requests"]["storage"] == f"{cache.size_gib}Gi"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Delete",
+    }
+    spec = sts["spec"]["template"]["spec"]
+    # the StatefulSet adds each pod's claim as a volume
+    assert all(v["name"] not in ("weight-cache", "weight-cache-pod") for v in spec["volumes"])
+    assert spec["securityContext"]["fsGroup"] == 1000  # the non-root downloader may write the new volume
+    (fill,) = spec["initContainers"]
+    assert fill["name"] == "weight-cache" and fill["image"] == "registry.example/dl:3"
+    assert fill["command"][:3] == ["python3", "-m", "pykaito.models.snapshot"]
+    assert fill["command"][fill["command"].index("--dest") + 1] == "/mnt/weight-cache"
+    assert {"name": "weight-cache-pod", "mountPath": "/mnt/weight-cache"} in fill["volumeMounts"]
+    token = next(e for e in fill["env"] if e["name"] == "HF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "hf" and "value" not in token
+    (container,) = spec["containers"]
+    assert {"name": "weight-cache-pod", "mountPath": "/mnt/weight-cache", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert container["args"][container["args"].index("--model") + 1] == "/mnt/weight-cache/model"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"]
+    for obj in objects:
+        validate_strict(obj)
+    shared = by_kind(
+        render(with_secret(), seed_plan(), weight_cache=cache_for(with_secret(), seed_plan())), "StatefulSet"
+    )
+    assert (
+        "volumeClaimTemplates" not in shared["spec"]
+        and "initContainers" not in shared["spec"]["template"]["spec"]
+    )

@@ -113,3 +113,44 @@ def test_an_image_without_the_hub_extra_says_so(
     assert result["ok"] is False and result["reason"] == "MissingDependency"
     assert "pykaito[hub]" in result["message"] and "weightCache.downloaderImage" in result["message"]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_a_pods_init_container_downloads_into_its_volume_once(
+    hub: Hub, repo: dict[str, Path], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """ReadWriteOnce: the command the StatefulSet's init container runs, as rendered; run again on
+    the same volume (the pod restarted, its claim kept) it downloads nothing."""
+    from pykaito.api.types import Workspace
+    from pykaito.manifests import Images
+    from pykaito.manifests.weight_cache import WeightCache, WeightCacheSettings, init_container
+
+    workspace = Workspace.model_validate(
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "tiny", "namespace": "default"},
+            "resource": {"instanceType": "Standard_NC24ads_A100_v4"},
+            "inference": {"preset": {"name": "phi-4-mini-instruct"}},
+        }
+    )
+    commit = hashlib.sha1(b"acme/tiny").hexdigest()
+    settings = WeightCacheSettings(access_mode="ReadWriteOnce")
+    cache = WeightCache("kaito-weights-acme-tiny", "default", "acme/tiny", commit, 1, settings)
+    container = init_container(cache, workspace, Images())
+    assert container is not None
+    volume, result = tmp_path / "pvc", tmp_path / "termination-log"
+    argv = [
+        str(volume) if a == "/mnt/weight-cache" else str(result) if a == "/dev/termination-log" else a
+        for a in container["command"]
+    ]
+    assert argv[:3] == ["python3", "-m", "pykaito.models.snapshot"]
+    argv[0] = sys.executable
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    fetched = len(content_gets(hub))
+    assert fetched == 3 and json.loads(result.read_text())["commit"] == commit
+    assert (volume / MODEL_DIR / "model.safetensors").read_bytes() == repo["model.safetensors"].read_bytes()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert len(content_gets(hub)) == fetched  # the marker says complete: not one byte again
+    assert json.loads(result.read_text())["ok"] is True

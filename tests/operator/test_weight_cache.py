@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pykaito.catalog import load_catalog
 from pykaito.manifests.weight_cache import cache_name, download_job_name
 from tests.operator import chart
 from tests.operator.cluster import (
@@ -40,8 +41,11 @@ pytestmark = pytest.mark.timeout(240)
 SEED = "workspace-phi-4-mini-h100"
 SECOND = "phi-second"
 GATED = "workspace-llama-3-3-70b"
-PHI_CACHE = cache_name("microsoft/Phi-4-mini-instruct")
-LLAMA_CACHE = cache_name("meta-llama/Llama-3.3-70B-Instruct")
+PHI_COMMIT = load_catalog().preset("phi-4-mini-instruct").revision  # the commit the preset is pinned to
+PHI_CACHE = cache_name("microsoft/Phi-4-mini-instruct", PHI_COMMIT)
+LLAMA_CACHE = cache_name(
+    "meta-llama/Llama-3.3-70B-Instruct", load_catalog().preset("llama-3.3-70b-instruct").revision
+)
 PVCS = "v1/persistentvolumeclaims"
 JOBS = "batch/v1/jobs"
 STS = "apps/v1/statefulsets"
@@ -150,6 +154,7 @@ async def test_first_workspace_downloads_second_reuses_unused_cache_is_collected
     assert container["image"] == "registry.example/runtime-cpu:1"
     assert container["command"][:3] == ["python3", "-m", "pykaito.models.snapshot"]
     assert container["command"][container["command"].index("--repo") + 1] == "microsoft/Phi-4-mini-instruct"
+    assert container["command"][container["command"].index("--revision") + 1] == PHI_COMMIT
     token_env = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
     assert token_env["valueFrom"]["secretKeyRef"]["name"] == "hf-token" and "value" not in token_env
 

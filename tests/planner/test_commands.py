@@ -22,6 +22,7 @@ def test_vllm_multi_node_order_with_every_optional_flag() -> None:
     flags = [a for a in argv if a.startswith("--")]
     assert flags == [
         "--model",
+        "--revision",
         "--served-model-name",
         "--download-dir",
         "--dtype",
@@ -83,6 +84,10 @@ def test_llamacpp_and_transformers_arguments() -> None:
     ]  # fmt: skip
     phi = CATALOG.presets["phi-4-mini-instruct"]
     argv = to_argv(transformers_args(phi, overrides={"device": "cuda:0"}))
-    assert argv[:2] == ["--force-model", "microsoft/Phi-4-mini-instruct"]
+    # pinned as transformers serve reads it: model_id@commit
+    assert argv[:2] == [
+        "--force-model",
+        "microsoft/Phi-4-mini-instruct@c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
+    ]
     assert argv[argv.index("--device") + 1] == "cuda:0"
     assert "--continuous-batching" in argv

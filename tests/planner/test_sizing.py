@@ -69,6 +69,7 @@ def test_seed_engine_arguments_in_upstream_order() -> None:
     argv = to_argv(plan(workspace()).engine_args)
     assert argv == [
         "--model", "microsoft/Phi-4-mini-instruct",
+        "--revision", "c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
         "--served-model-name", "phi-4-mini-instruct",
         "--download-dir", "/workspace/weights",
         "--dtype", "bfloat16",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
@@ -15,6 +16,7 @@ from pykaito.catalog.types import GgufSource, InstanceType, ModelPreset
 from pykaito.errors import CatalogError
 
 _TUPLE_FIELDS = {"runtimes"}
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], source: str) -> Any:
@@ -29,6 +31,11 @@ def _build(cls: type[Any], raw: Mapping[str, Any], source: str) -> Any:
         values["cpu_gguf"] = built
         if built.verified and not (built.sha256 and built.size):
             raise CatalogError(f"{source}: {raw.get('name')}.cpu_gguf is verified but lacks size or sha256")
+    revision = values.get("revision") if cls is ModelPreset else None
+    if revision and not _COMMIT.fullmatch(str(revision)):
+        raise CatalogError(
+            f"{source}: {raw.get('name')}.revision {revision!r} is not a Hugging Face commit (40 hex digits)"
+        )
     return cls(**values)
 
 

@@ -32,7 +32,9 @@ class ModelPreset:
     """A model pykaito knows how to size and serve.
 
     ``size_gib`` is the size of the weight files; ``kv_bytes_per_token`` the KV-cache bytes one
-    token takes at bf16 across all layers (2 x kv_heads x head_dim x layers x 2).
+    token takes at bf16 across all layers (2 x kv_heads x head_dim x layers x 2). ``revision`` pins
+    the weights to one commit of the Hugging Face repo (the one upstream KAITO pins the preset to),
+    so a rollout, a new replica and the weight cache all serve the same files.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelPreset:
     gguf: str | None = None  # where the GGUF comes from for llamacpp presets ("embedded" or a path)
     cpu_gguf: GgufSource | None = None  # the quantized GGUF `kaito pull` fetches for the CPU engine
     source: str = "catalog"  # "catalog", "huggingface" or "local"
+    revision: str = ""  # the Hugging Face commit the preset is pinned to ("": the repo's main branch)
 
     @property
     def cpu_only(self) -> bool:

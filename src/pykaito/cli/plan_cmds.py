@@ -20,7 +20,7 @@ from pykaito.cli.api_cmds import offline_context
 from pykaito.cli.output import OutputFormat, console, emit
 from pykaito.client.hub import fetch_model_files
 from pykaito.errors import InputError, ValidationError
-from pykaito.manifests.weight_cache import CACHED_RUNTIMES, cache_name
+from pykaito.manifests.weight_cache import CACHED_RUNTIMES, DEFAULT_REVISION, cache_name
 from pykaito.manifests.weight_cache import size_gib as cache_size_gib
 from pykaito.planner import Plan, alternatives, plan, plan_preset, plan_to_dict
 from pykaito.planner.coldstart import cold_start
@@ -271,8 +271,9 @@ def plan_cmd(
             "disk_gibs": disk_gibs,
         }
         if result.runtime in CACHED_RUNTIMES:
+            pvc = cache_name(result.model_id, result.model_revision or DEFAULT_REVISION)
             data["weight_cache"] = {
-                "pvc": cache_name(result.model_id),
+                "pvc": pvc,
                 "size_gib": cache_size_gib(result),
                 "first_start_s": round(start.cold_s, 1),
                 "later_starts_s": round(start.read_s, 1),
@@ -285,8 +286,9 @@ def plan_cmd(
     for line in start.lines():
         console.print(f"• {line}", highlight=False)
     if result.runtime in CACHED_RUNTIMES:
+        pvc = cache_name(result.model_id, result.model_revision or DEFAULT_REVISION)
         console.print(
-            f"• with the chart's weightCache.enabled: PersistentVolumeClaim {cache_name(result.model_id)} "
+            f"• with the chart's weightCache.enabled: PersistentVolumeClaim {pvc} "
             f"({cache_size_gib(result)} GiB) is filled once by a download Job ({start.cold_s:.0f} s); every "
             f"later pod start, restart or replica reads it ({start.read_s:.0f} s at the disk rate)",
             highlight=False,

@@ -114,8 +114,8 @@ def render_documents(
         workspace_plan = plan(workspace, catalog, known_nodes if byo and known_nodes else None, config=config)
         if include_nodeclaims:
             objects += render_nodeclaims(workspace, workspace_plan, node_class=node_class)
-        cache = cache_for(workspace, workspace_plan) if weight_cache is not None else None
-        if cache is not None and (cache.namespace, cache.name) not in caches:
+        cache = cache_for(workspace, workspace_plan, weight_cache) if weight_cache is not None else None
+        if cache is not None and not cache.per_pod and (cache.namespace, cache.name) not in caches:
             caches.add((cache.namespace, cache.name))
             objects += [
                 render_pvc(cache, weight_cache),

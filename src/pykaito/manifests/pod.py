@@ -274,7 +274,8 @@ def pod_security_context(plan: Plan) -> dict[str, Any] | None:
 def volumes_and_mounts(
     workspace: Workspace, plan: Plan, images: Images, cache: WeightCache | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, the inference container's mounts, init containers that fill adapter volumes)."""
+    """(volumes, the inference container's mounts, init containers that fill the pod's own weight
+    cache and adapter volumes)."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if is_cpu(plan):
@@ -296,6 +297,9 @@ def volumes_and_mounts(
         volumes.append({"name": "config", "configMap": {"name": config}})
         mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
     init_containers: list[dict[str, Any]] = []
+    fill = weight_cache.init_container(cache, workspace, images)  # a pod's own cache (ReadWriteOnce)
+    if fill is not None:
+        init_containers.append(fill)
     for adapter in adapters(workspace):
         source = adapter.source
         volume = dns_label("adapter", source.name)

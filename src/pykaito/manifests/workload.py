@@ -7,7 +7,7 @@ from typing import Any
 
 from pykaito.api.types import ANNOTATION_ENABLE_LB, Workspace
 from pykaito.errors import PlanError
-from pykaito.manifests import pod
+from pykaito.manifests import pod, weight_cache
 from pykaito.manifests.images import Images
 from pykaito.manifests.meta import (
     ANNOTATION_CONFIG_HASH,
@@ -98,6 +98,8 @@ def pod_template(
     if not pod.is_cpu(plan):
         spec["tolerations"] = [dict(t) for t in pod.GPU_TOLERATIONS]
     security = pod.pod_security_context(plan)
+    if cache is not None and cache.per_pod:  # the non-root downloader writes the pod's own volume
+        security = {**(security or {}), "fsGroup": weight_cache.NON_ROOT_UID}
     if security is not None:
         spec["securityContext"] = security
     pull_secrets = pod.image_pull_secrets(workspace)
@@ -123,18 +125,18 @@ def statefulset(
     template = pod_template(workspace, plan, images, config_data, cache)
     metadata = object_meta(workspace, workspace.name)
     metadata["annotations"] = {ANNOTATION_REVISION: revision(template, plan)}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": metadata,
-        "spec": {
-            "replicas": plan.total_nodes,
-            "podManagementPolicy": "Parallel",
-            "serviceName": headless_name(workspace),
-            "selector": {"matchLabels": selector_labels(workspace)},
-            "template": copy.deepcopy(template),
-        },
+    spec: dict[str, Any] = {
+        "replicas": plan.total_nodes,
+        "podManagementPolicy": "Parallel",
+        "serviceName": headless_name(workspace),
+        "selector": {"matchLabels": selector_labels(workspace)},
+        "template": copy.deepcopy(template),
     }
+    claims = weight_cache.claim_templates(cache, selector_labels(workspace))
+    if claims:  # each pod's own weight cache (ReadWriteOnce), removed with the StatefulSet
+        spec["volumeClaimTemplates"] = claims
+        spec["persistentVolumeClaimRetentionPolicy"] = dict(weight_cache.RETENTION)
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata, "spec": spec}
 
 
 def load_balancer_enabled(workspace: Workspace) -> bool:

@@ -39,6 +39,25 @@ def drifted(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     return not contains(body_a, body_d)
 
 
+def _claims(obj: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    result = []
+    for template in (obj.get("spec") or {}).get("volumeClaimTemplates") or []:
+        spec = template.get("spec") or {}
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        name = (template.get("metadata") or {}).get("name")
+        result.append((name, tuple(spec.get("accessModes") or ()), spec.get("storageClassName"), storage))
+    return sorted(result, key=str)
+
+
+def claims_changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    """Whether a StatefulSet renders volumeClaimTemplates the live one lacks or has otherwise: the
+    API server refuses to change them, so the StatefulSet must be made again (the weight cache's
+    access mode or size changed). Templates rendered no more are left alone: their volumes, which
+    nothing mounts, go with the Workspace."""
+    wanted = _claims(desired)
+    return desired.get("kind") == "StatefulSet" and bool(wanted) and wanted != _claims(actual)
+
+
 def condition_for(path: str) -> ConditionType:
     """Where a broken field is reported: resource.* -> ResourceReady, inference.* -> InferenceReady."""
     head = path.split(".", 1)[0].split("[", 1)[0]

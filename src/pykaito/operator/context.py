@@ -16,6 +16,7 @@ from pykaito.operator import conditions as cond
 from pykaito.operator.children import describe_errors
 from pykaito.operator.kubeapi import KubeApi
 from pykaito.operator.metrics import Metrics
+from pykaito.operator.peering import Peering
 from pykaito.operator.settings import OperatorSettings
 from pykaito.operator.toolkit import Toolkit
 
@@ -39,6 +40,7 @@ class Runtime:
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     accepted: dict[tuple[str, str], Workspace] = field(default_factory=dict)  # last valid version seen
     pending: set[tuple[str, str]] = field(default_factory=set)  # refreshes queued behind a running one
+    peering: Peering = field(default_factory=Peering)  # kopf peering: which replica sweeps caches
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self.locks.setdefault((namespace, name), asyncio.Lock())

@@ -14,6 +14,7 @@ import kopf
 
 from pykaito.api.types import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, ConditionType
 from pykaito.operator import conditions as cond
+from pykaito.operator import weightcache
 from pykaito.operator.context import Events, Runtime, meta_of
 from pykaito.operator.kubeapi import NODECLAIMS, ApiError
 from pykaito.operator.status import now, write_status
@@ -42,6 +43,10 @@ async def _finalize(rt: Runtime, body: Mapping[str, Any], events: Events) -> Non
     if not cond.same_conditions(status.get("conditions"), conditions):
         await write_status(rt, body, {"conditions": conditions})
     rt.metrics.forget(namespace, name)
+    if rt.settings.weight_cache_enabled:
+        released = await weightcache.release_pod_caches(rt, namespace, name)
+        if released:
+            events.info("WeightCacheDeleted", f"deleting the pods' own weight caches: {', '.join(released)}")
     if not rt.settings.node_provisioning:  # nothing was provisioned (nor may NodeClaims be read)
         return
     labels = {LABEL_WORKSPACE: name, LABEL_WORKSPACE_NAMESPACE: namespace}

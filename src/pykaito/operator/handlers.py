@@ -19,7 +19,7 @@ import kopf
 from pykaito.api.types import FINALIZER, GROUP, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, PLURAL, VERSION
 from pykaito.errors import ClusterError
 from pykaito.manifests.weight_cache import LABEL_WEIGHT_CACHE
-from pykaito.operator import deletion, reconcile, weightcache
+from pykaito.operator import deletion, peering, reconcile, weightcache
 from pykaito.operator import sethandlers as sethandlers  # registers the InferenceSet handlers
 from pykaito.operator.children import owner_key
 from pykaito.operator.kubeapi import WORKSPACES, KubeApi
@@ -86,6 +86,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         settings=ops,
         toolkit=default_toolkit(),
         metrics=metrics,
+        peering=peering.from_kopf(settings),  # with --peering, only the acting replica sweeps caches
     )
     if ops.weight_cache_enabled:
         ops.weight_cache_settings()  # a value that would not work stops the start, with a clear message

@@ -29,7 +29,7 @@ from pykaito.errors import FieldError, PykaitoError
 from pykaito.manifests import Images, NodeClassRef
 from pykaito.operator import benchmark, weightcache
 from pykaito.operator import conditions as cond
-from pykaito.operator.children import drifted
+from pykaito.operator.children import claims_changed, drifted
 from pykaito.operator.context import Events, Invalid, Runtime, is_marked_invalid, meta_of, parse
 from pykaito.operator.kubeapi import (
     CONFIGMAPS,
@@ -217,6 +217,13 @@ async def apply_children(rt: Runtime, objects: list[dict[str, Any]], events: Eve
                 if not exc.conflict:
                     raise
                 live = await rt.kube.get(res, namespace, name)
+        if live is not None and claims_changed(desired, live):
+            # volumeClaimTemplates cannot change in place: the StatefulSet is made again, its pods too
+            await rt.kube.delete(res, namespace, name)
+            await rt.kube.create(res, desired)
+            events.info("ChildReplaced", f"replaced {kind} {name}: its volume claims changed")
+            written += 1
+            continue
         if live is not None and drifted(desired, live):
             await rt.kube.patch(res, namespace, name, desired)
             events.info("ChildRestored", f"restored {kind} {name} to its rendered state")
@@ -307,7 +314,8 @@ async def _converge(
     verdicts = cond.conditions_from(seen)
     resource = cond.verdict_of(verdicts, ConditionType.RESOURCE_READY)
     resource_ok = resource.ok
-    cache_ready = cache is None or cache.ready
+    # a shared cache is filled before the pods start; a pod's own (ReadWriteOnce) by the pod itself
+    cache_ready = cache is None or cache.ready or cache.cache.per_pod
     if (
         resource_ok
         and cache_ready

@@ -12,7 +12,14 @@ A cache is ready when its PVC carries ``kaito.sh/weight-cache-state: Ready``; th
 that when the Job succeeds, so a second Workspace on the same model and revision starts at once,
 and the Job may be deleted. A cache no Workspace of its namespace uses is marked unused
 (``kaito.sh/weight-cache-unused-since``) by a periodic sweep and deleted, with its Job, once the
-grace period (``weightCache.gcGracePeriod``) has passed.
+grace period (``weightCache.gcGracePeriod``) has passed. Under kopf peering every replica runs
+the sweep's task, but only the acting one (:mod:`pykaito.operator.peering`) changes anything.
+
+With ``weightCache.accessMode: ReadWriteOnce`` there is no shared PVC nor Job: each inference pod
+fills its own volume in an init container (:mod:`pykaito.manifests.weight_cache`), the StatefulSet
+is applied at once, and ModelMirrorReady counts the pods whose init container has finished; a
+refused download is reported from the init container's termination message. A deleted
+Workspace's own volumes are removed with it (:func:`release_pod_caches`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pykaito.api.types import ConditionType, Workspace
+from pykaito.api.types import LABEL_WORKSPACE, ConditionType, Workspace
 from pykaito.errors import ClusterError, PykaitoError
 from pykaito.manifests import Images
 from pykaito.manifests.weight_cache import (
@@ -34,6 +41,8 @@ from pykaito.manifests.weight_cache import (
     ANNOTATION_UNUSED_SINCE,
     DEFAULT_REVISION,
     DOWNLOAD_CONTAINER,
+    INIT_CONTAINER,
+    LABEL_POD_CACHE,
     LABEL_WEIGHT_CACHE,
     STATE_READY,
     WeightCache,
@@ -47,6 +56,7 @@ from pykaito.operator import conditions as cond
 from pykaito.operator.benchmark import JOBS, job_outcome, termination_message
 from pykaito.operator.context import Events, Invalid, Runtime, meta_of, parse
 from pykaito.operator.kubeapi import PODS, WORKSPACES, ApiError, Resource
+from pykaito.operator.peering import is_acting
 from pykaito.operator.setcontroller import INFERENCESETS
 from pykaito.planner.types import Plan
 
@@ -87,10 +97,12 @@ async def ensure(
     Workspace needs no cache (or the cache is off)."""
     if not rt.settings.weight_cache_enabled:
         return None
-    cache = cache_for(workspace, plan)
+    settings = rt.settings.weight_cache_settings()
+    cache = cache_for(workspace, plan, settings)
     if cache is None:
         return None
-    settings = rt.settings.weight_cache_settings()
+    if cache.per_pod:
+        return await _per_pod(rt, cache, workspace, plan)
     pvc = await rt.kube.get(PVCS, cache.namespace, cache.name)
     if pvc is None:
         pvc = await _create(rt, PVCS, render_pvc(cache, settings), cache.namespace, cache.name)
@@ -226,10 +238,16 @@ async def _progress(
     name = str(
         meta_of(sorted(running, key=lambda p: str(meta_of(p).get("creationTimestamp")))[-1]).get("name")
     )
+    done = await _log_progress(rt, cache.namespace, name, DOWNLOAD_CONTAINER)
+    return f"downloading {what}{done}"
+
+
+async def _log_progress(rt: Runtime, namespace: str, pod: str, container: str) -> str:
+    """``: 1.20 GiB of 7.15 GiB (17%)`` from the downloader's last progress line, or ""."""
     try:
-        text = await rt.kube.pod_log(cache.namespace, name, container=DOWNLOAD_CONTAINER, tail_lines=5)
+        text = await rt.kube.pod_log(namespace, pod, container=container, tail_lines=5)
     except ClusterError as exc:
-        logger.debug("cannot read the log of %s/%s: %s", cache.namespace, name, exc)
+        logger.debug("cannot read the log of %s/%s: %s", namespace, pod, exc)
         text = ""
     for line in reversed(text.strip().splitlines()):
         try:
@@ -238,8 +256,51 @@ async def _progress(
         except (ValueError, KeyError, TypeError):
             continue
         share = f" ({100 * done // total}%)" if total > 0 else ""
-        return f"downloading {what}: {_gib(done)} of {_gib(total)}{share}"
-    return f"downloading {what}"
+        return f": {_gib(done)} of {_gib(total)}{share}"
+    return ""
+
+
+async def _per_pod(rt: Runtime, cache: WeightCache, workspace: Workspace, plan: Plan) -> CacheState:
+    """Each pod fills its own volume (ReadWriteOnce): where its init container stands. Ready once
+    every pod of the Workspace has filled its volume (a restarted pod finds it full and goes on)."""
+    what = f"{cache.model_id} at {cache.revision}"
+    pods = await rt.kube.list(PODS, cache.namespace, labels={LABEL_WORKSPACE: workspace.name})
+    filled, running = 0, []
+    for pod in sorted(pods, key=lambda p: str(meta_of(p).get("name"))):
+        status = pod.get("status") or {}
+        init = next(
+            (c for c in status.get("initContainerStatuses") or [] if c.get("name") == INIT_CONTAINER), None
+        )
+        if init is None:
+            continue
+        state, last = init.get("state") or {}, (init.get("lastState") or {}).get("terminated") or {}
+        ended = state.get("terminated") or {}
+        if ended.get("exitCode") == 0:
+            filled += 1
+        elif ended or last.get("exitCode"):
+            failure = _result(str((ended or last).get("message") or ""))
+            name = meta_of(pod).get("name")
+            why = str(failure.get("message") or f"exit code {(ended or last).get('exitCode')}")
+            reason = f"Download{failure['reason']}" if failure.get("reason") else REASON_FAILED
+            message = (
+                f"downloading {what} into the volume of pod {name} failed: {why}; fix that, and the pod's "
+                f"init container {INIT_CONTAINER} tries again by itself"
+            )
+            return CacheState(cache, False, True, reason, message)
+        elif "running" in state:
+            running.append(str(meta_of(pod).get("name")))
+    expected = plan.total_nodes
+    if filled >= expected:
+        message = (
+            f"the weights of {cache.model_id} at {cache.revision} are in each pod's own volume "
+            f"({cache.settings.access_mode}): {filled}/{expected} filled"
+        )
+        return CacheState(cache, True, False, REASON_READY, message)
+    message = f"{filled}/{expected} pods have the weights of {what} in their own volume"
+    if running:
+        done = await _log_progress(rt, cache.namespace, running[0], INIT_CONTAINER)
+        message += f"; pod {running[0]} is downloading{done}"
+    return _pending(cache, message)
 
 
 def with_cache(verdicts: list[cond.Verdict], state: CacheState | None) -> list[cond.Verdict]:
@@ -269,12 +330,14 @@ def with_cache(verdicts: list[cond.Verdict], state: CacheState | None) -> list[c
 # --- garbage collection ------------------------------------------------------------------------
 
 
-def _model_id(rt: Runtime, preset_name: str) -> str:
-    """The Hugging Face id of a preset (a name the catalog does not know is taken as the id)."""
+def _cache_of(rt: Runtime, preset_name: str) -> str:
+    """The cache name of a preset: its Hugging Face id at its pinned commit (a name the catalog
+    does not know is taken as the id, at main)."""
     try:
-        return str(rt.toolkit.catalog.preset(preset_name).model_id)
+        preset = rt.toolkit.catalog.preset(preset_name)
     except (PykaitoError, AttributeError):
-        return preset_name
+        return cache_name(preset_name, DEFAULT_REVISION)
+    return cache_name(str(preset.model_id), str(getattr(preset, "revision", "") or DEFAULT_REVISION))
 
 
 def _template_caches(rt: Runtime, sets: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
@@ -284,7 +347,7 @@ def _template_caches(rt: Runtime, sets: Sequence[Mapping[str, Any]]) -> set[tupl
         template = (body.get("spec") or {}).get("template") or {}
         preset = ((template.get("inference") or {}).get("preset") or {}).get("name")
         if preset and not meta_of(body).get("deletionTimestamp"):
-            used.add((str(meta_of(body).get("namespace")), cache_name(_model_id(rt, str(preset)))))
+            used.add((str(meta_of(body).get("namespace")), _cache_of(rt, str(preset))))
     return used
 
 
@@ -301,7 +364,7 @@ def cache_names_used(rt: Runtime, workspaces: Sequence[Mapping[str, Any]]) -> se
             continue
         preset = workspace.inference.preset if workspace.inference else None
         if preset is not None:
-            used.add((workspace.namespace, cache_name(_model_id(rt, str(preset.name)), DEFAULT_REVISION)))
+            used.add((workspace.namespace, _cache_of(rt, str(preset.name))))
     return used
 
 
@@ -314,8 +377,15 @@ def _parse_time(text: str) -> datetime.datetime | None:
 
 async def sweep(rt: Runtime, now: datetime.datetime) -> list[str]:
     """Mark unused caches, clear the mark of used ones, delete those unused past the grace period;
-    returns ``namespace/name`` of the caches deleted."""
+    returns ``namespace/name`` of the caches deleted. Under kopf peering only the acting replica
+    sweeps (:mod:`pykaito.operator.peering`): a replica standing by changes nothing."""
+    if rt.peering.clusterwide and not await is_acting(rt.kube, rt.peering):
+        return []
     pvcs = [p for p in await rt.kube.list(PVCS) if (meta_of(p).get("labels") or {}).get(LABEL_WEIGHT_CACHE)]
+    if not rt.peering.clusterwide:  # a KopfPeering per namespace: sweep where this replica acts
+        namespaces = {str(meta_of(p).get("namespace")) for p in pvcs}
+        acting_in = {ns for ns in namespaces if await is_acting(rt.kube, rt.peering, ns)}
+        pvcs = [p for p in pvcs if str(meta_of(p).get("namespace")) in acting_in]
     if not pvcs:
         return []
     used = cache_names_used(rt, await rt.kube.list(WORKSPACES))
@@ -365,6 +435,21 @@ async def collect_forever(rt: Runtime) -> None:
         except (ClusterError, PykaitoError) as exc:
             logger.warning("weight cache sweep: %s", exc)
         await asyncio.sleep(max(0.1, rt.settings.weight_cache_gc_interval_seconds))
+
+
+async def release_pod_caches(rt: Runtime, namespace: str, workspace: str) -> list[str]:
+    """Delete a deleted Workspace's own cache volumes (ReadWriteOnce): what its StatefulSet's
+    retention policy does where the cluster honours it (Kubernetes 1.27 and later), here for every
+    cluster; returns their names. A volume still mounted goes once its pod has gone."""
+    pvcs = await rt.kube.list(PVCS, namespace, labels={LABEL_WORKSPACE: workspace})
+    doomed = [
+        str(meta_of(p).get("name"))
+        for p in pvcs
+        if (meta_of(p).get("labels") or {}).get(LABEL_POD_CACHE) and not meta_of(p).get("deletionTimestamp")
+    ]
+    for name in doomed:
+        await rt.kube.delete(PVCS, namespace, name)
+    return doomed
 
 
 def uses(rt: Runtime, body: Mapping[str, Any], name: str) -> bool:

@@ -66,6 +66,7 @@ def vllm_args(
     """
     args: list[Arg] = [
         ("--model", preset.model_id),
+        *((("--revision", preset.revision),) if preset.revision else ()),
         ("--served-model-name", " ".join(preset.served_names)),
         ("--download-dir", WEIGHTS_DIR),
         ("--dtype", serving_dtype(preset)),
@@ -97,9 +98,11 @@ def vllm_args(
 
 
 def transformers_args(preset: ModelPreset, *, overrides: Mapping[str, Any] | None = None) -> list[Arg]:
-    """``transformers serve`` arguments (the model as --force-model, continuous batching on)."""
+    """``transformers serve`` arguments (the model as --force-model, pinned as ``id@commit`` when the
+    preset names its commit; continuous batching on)."""
+    model = f"{preset.model_id}@{preset.revision}" if preset.revision else preset.model_id
     args: list[Arg] = [
-        ("--force-model", preset.model_id),
+        ("--force-model", model),
         ("--dtype", serving_dtype(preset)),
         ("--device", "cuda"),
         ("--continuous-batching", None),

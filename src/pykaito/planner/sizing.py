@@ -202,6 +202,7 @@ def _gpu_plan(
         workspace=workspace,
         preset=preset.name,
         model_id=preset.model_id,
+        model_revision=preset.revision,
         runtime=runtime,
         instance_type=instance.name if instance.cloud != "node" else "",
         gpu_model=instance.gpu_model,

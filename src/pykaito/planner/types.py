@@ -59,6 +59,7 @@ class Plan:
     replicas: int = 1  # independent copies of the model (data parallel over nodes), each on node_count nodes
     gpu_resource: str = "nvidia.com/gpu"  # what a pod requests: whole GPUs or a MIG slice
     notes: tuple[str, ...] = ()  # warnings for the user: asked for one thing, planned another
+    model_revision: str = ""  # the Hugging Face commit the weights are pinned to ("": main)
 
     @property
     def total_nodes(self) -> int:
