@@ -8,6 +8,13 @@ every position, and keeps the longest prefix of the draft that the model itself 
 plus the model's own token after it. For a greedy request the output is therefore exactly what
 decoding one token at a time gives; only the number of decode steps shrinks.
 
+A sampled request keeps a draft token ``d`` with probability ``p(d)``, ``p`` being the request's
+own sampling distribution at that position (penalties, grammar, top-k/top-p/min-p and temperature
+applied); on rejection its token is drawn from ``p`` without ``d``, renormalised. An n-gram draft
+is a fixed proposal (a point mass on ``d``), for which this is the speculative sampling rule of
+Leviathan et al. and Chen et al. (2023): ``p(d)`` of the time ``d``, and otherwise a token drawn
+from ``max(p - q, 0)``, so every emitted token is distributed exactly as plain sampling draws it.
+
 Everything here is pure Python with no inference library behind it:
 
 - ``NgramIndex``: the most recent continuation of every n-gram (``min_n``..``max_n`` tokens) of a
@@ -15,6 +22,7 @@ Everything here is pure Python with no inference library behind it:
 - ``DraftLength``: how many draft tokens a sequence gets, from its recent acceptance: more while
   drafts are accepted, fewer after rejections, and none for a while after repeated failures.
 - ``SpecCounters``: totals in vLLM's terms (drafts, draft tokens, accepted tokens, accepted per position).
+- ``sampling_probs`` and ``accept_or_resample``: the speculative sampling rule for one position.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from pykaito.runtime.engine import SpecDecodeStats
 
@@ -67,6 +78,53 @@ class NgramIndex:
             if start is not None:
                 return history[start : start + limit]
         return []
+
+
+def sampling_probs(logits: npt.ArrayLike, *, greedy: bool = False) -> npt.NDArray[np.float64]:
+    """The distribution a sampler's final step draws from, given the candidates' transformed logits.
+
+    ``greedy``: all the mass on the first of the largest logits (llama.cpp's greedy sampler);
+    otherwise the softmax of the logits (its dist sampler, after temperature and truncation).
+    """
+    values: npt.NDArray[np.float64] = np.asarray(logits, dtype=np.float64)
+    if greedy:
+        onehot = np.zeros_like(values)
+        onehot[int(values.argmax())] = 1.0
+        return onehot
+    probs: npt.NDArray[np.float64] = np.exp(values - values.max())
+    probs /= probs.sum()
+    return probs
+
+
+def accept_or_resample(
+    ids: npt.ArrayLike, probs: npt.ArrayLike, draft: int, rng: np.random.Generator
+) -> tuple[int, bool]:
+    """The token emitted where a sampled request's draft proposes ``draft``, and whether it was kept.
+
+    ``ids[i]`` has probability ``probs[i]`` under the request's sampling; a token missing from
+    ``ids`` has probability 0. ``draft`` stands with probability ``p(draft)``; otherwise the token
+    is drawn from ``p`` with ``draft`` removed and renormalised (``max(p - q, 0)`` for the point
+    mass ``q`` an n-gram draft is). The emitted token then has exactly the distribution ``p``:
+    ``P(t) = p(t) * [t == draft] + (1 - p(draft)) * p(t) / (1 - p(draft)) * [t != draft]``.
+    """
+    ids_arr = np.asarray(ids)
+    p = np.asarray(probs, dtype=np.float64)
+    at = np.flatnonzero(ids_arr == draft)
+    p_draft = float(p[at].sum()) if at.size else 0.0
+    if rng.random() < p_draft:
+        return draft, True
+    residual = p.copy()
+    residual[at] = 0.0
+    return int(ids_arr[_draw(residual, rng)]), False
+
+
+def _draw(weights: npt.NDArray[np.float64], rng: np.random.Generator) -> int:
+    """An index drawn with probability proportional to ``weights`` (not all zero)."""
+    cumulative = np.cumsum(weights)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    if index >= len(weights):  # rounding put the point on the total: the last token with weight
+        index = int(np.flatnonzero(weights)[-1])
+    return index
 
 
 @dataclass

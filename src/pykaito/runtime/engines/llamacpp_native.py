@@ -78,6 +78,12 @@ def build_sampler(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) ->
     return chain
 
 
+def request_rng(params: SamplingParams) -> np.random.Generator:
+    """The random numbers a request's draft checks use: from its seed as llama.cpp reads it, if any."""
+    seed = None if params.seed is None else params.seed & 0xFFFFFFFF
+    return np.random.default_rng(None if seed in (None, LLAMA_DEFAULT_SEED) else seed)
+
+
 class NativeBatch:
     """A reusable llama_batch over numpy arrays, filled with bulk copies instead of per-token calls."""
 
@@ -129,3 +135,44 @@ class NativeBatch:
             n = end
         self.struct.n_tokens = n
         return outputs
+
+
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+class Candidates:
+    """A reusable llama_token_data_array over the whole vocabulary, for a sampler chain's transforms.
+
+    ``transform`` runs every sampler of a request's chain but the last (the one that picks:
+    greedy or dist) over one logits row, exactly as ``llama_sampler_sample`` would before picking,
+    and returns the candidates left and their transformed logits. The chain's state (a grammar's
+    position, the penalties' history) is not changed: ``llama_sampler_accept`` does that.
+    """
+
+    def __init__(self, lib: Any, n_vocab: int) -> None:
+        self._lib = lib
+        self.n_vocab = n_vocab
+        self.data = np.zeros(n_vocab, dtype=TOKEN_DATA)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._item = ctypes.POINTER(lib.llama_token_data)
+        self._base = self.data.ctypes.data_as(self._item)
+        self.struct = lib.llama_token_data_array()
+        self._ref = ctypes.byref(self.struct)
+
+    def transform(self, chain: Any, logits: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(candidate ids, their logits) after all but the last sampler of ``chain`` on ``logits``."""
+        lib, data, struct = self._lib, self.data, self.struct
+        data["id"] = self._ids
+        data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        data["p"] = 0.0
+        struct.data = self._base
+        struct.size = self.n_vocab
+        struct.selected = -1
+        struct.sorted = False
+        for i in range(lib.llama_sampler_chain_n(chain) - 1):
+            lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), self._ref)
+        size = int(struct.size)
+        address = ctypes.cast(struct.data, ctypes.c_void_p).value  # a sampler may point it elsewhere
+        raw = (ctypes.c_uint8 * (size * TOKEN_DATA.itemsize)).from_address(address or 0)
+        left = np.frombuffer(memoryview(raw), dtype=TOKEN_DATA)
+        return left["id"].copy(), left["logit"].astype(np.float64)
