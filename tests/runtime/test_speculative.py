@@ -49,6 +49,8 @@ from pykaito.runtime.speculative import (
     NgramIndex,
     SpecCounters,
     accept_or_resample,
+    best_draft_length,
+    expected_speedup,
     sampling_probs,
 )
 from tests.runtime.engine_fixture import engine
@@ -112,6 +114,33 @@ def test_draft_length_grows_on_success_shrinks_on_rejection_and_pauses_after_fai
     assert length.allowed() == 1
     length.update(1, 1)
     assert length.failures == 0 and length.allowed() == 3
+
+
+def test_drafts_are_as_long_as_pays_off_for_what_a_draft_token_costs() -> None:
+    assert expected_speedup(1.0, 4, 0.0) == 5.0  # free drafts that always stand: 5 tokens a step
+    assert expected_speedup(0.5, 2, 0.5) == pytest.approx(1.75 / 2.0)
+    assert best_draft_length(0.9, 0.0, 8) == 8  # free: as long as allowed
+    assert best_draft_length(0.95, 0.1, 16) >= 12  # cheap draft tokens, mostly accepted: long drafts
+    assert 1 <= best_draft_length(0.95, 0.75, 16) <= 4  # each costs most of a step: short drafts
+    assert best_draft_length(0.8, 0.75, 16) == 0  # they would cost more time than they save
+    assert best_draft_length(0.3, 0.5, 16) == 0
+
+
+def test_costly_drafts_pause_while_they_do_not_pay_off_and_are_tried_again_later() -> None:
+    length = DraftLength(max_draft=8, length=8, draft_cost=0.75, kept=1.0, rejected=1.0)
+    assert length.allowed() == 0 and length.pause == 2  # an acceptance of 0.5 does not pay
+    assert [length.allowed() for _ in range(2)] == [0, 0]
+    assert length.allowed() == 2  # the probe after the pause drafts a little anyway
+    length.update(2, 0)
+    assert length.allowed() == 0 and length.pause == 4  # still not worth it: a longer pause
+    assert [length.allowed() for _ in range(4)] == [0, 0, 0, 0]
+    assert length.allowed() == 1  # no longer than the last rejection left the draft length
+    for _ in range(4):
+        length.update(8, 8)  # drafts that stood in full
+    assert length.acceptance > 0.95
+    assert 1 <= length.allowed() < 8  # shorter than allowed: the last tokens would cost more than they save
+    free = DraftLength(max_draft=8, length=8, kept=1.0, rejected=1.0)
+    assert free.allowed() == 8  # no cost given: the acceptance alone never stops a draft
 
 
 def test_counters_follow_vllms_terms() -> None:
@@ -499,6 +528,26 @@ async def test_greedy_requests_with_a_sampler_chain_are_identical_with_and_witho
     assert accepted(engine) > before
 
 
+@pytest.mark.slow
+async def test_the_draft_cost_is_measured_at_load_and_leaves_the_cache_empty() -> None:
+    eng = LlamaCppEngine(
+        LlamaCppSettings(
+            model_path=embedded_gguf_path(), n_ctx=2 * 256, max_running=2, threads=1, speculative="ngram"
+        )
+    )
+    await eng.start()
+    try:
+        assert 0.0 < eng.draft_cost < 10.0  # a draft token always costs some decode time
+        prompt = chat(eng, PROMPTS["copy"])
+        spec = await run(eng, prompt, greedy(12))
+        plain = await run(eng, prompt, greedy(12, speculative=False))
+        assert ids(spec) == ids(plain) and len(ids(spec)) == 12
+    finally:
+        await eng.stop()
+    off = LlamaCppEngine(LlamaCppSettings(model_path=embedded_gguf_path(), n_ctx=256, max_running=1))
+    assert off.draft_cost == 0.0  # nothing is measured for an engine that does not speculate
+
+
 def test_an_unknown_speculative_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="speculative must be one of off, ngram"):
         LlamaCppEngine(LlamaCppSettings(model_path=__import__("pathlib").Path("x.gguf"), speculative="eagle"))
@@ -622,7 +671,12 @@ def test_a_served_copy_streams_several_tokens_a_chunk_and_metrics_count_greedy_a
 
     eng = LlamaCppEngine(
         LlamaCppSettings(
-            model_path=embedded_gguf_path(), n_ctx=2 * 512, max_running=2, threads=1, speculative="ngram"
+            model_path=embedded_gguf_path(),
+            n_ctx=2 * 512,
+            max_running=2,
+            threads=1,
+            speculative="ngram",
+            draft_cost=0.0,
         )
     )
     handle = start_in_thread(eng, ServerSettings(port=0))

@@ -20,7 +20,9 @@ Everything here is pure Python with no inference library behind it:
 - ``NgramIndex``: the most recent continuation of every n-gram (``min_n``..``max_n`` tokens) of a
   growing token list; ``draft`` looks up the longest suffix that occurred before.
 - ``DraftLength``: how many draft tokens a sequence gets, from its recent acceptance: more while
-  drafts are accepted, fewer after rejections, and none for a while after repeated failures.
+  drafts are accepted, fewer after rejections, and none for a while after repeated failures. Where
+  a draft token costs decode time (``draft_cost``), only as many as are expected to pay for
+  themselves (``best_draft_length``), none while none would.
 - ``SpecCounters``: totals in vLLM's terms (drafts, draft tokens, accepted tokens, accepted per position).
 - ``sampling_probs`` and ``accept_or_resample``: the speculative sampling rule for one position.
 """
@@ -46,6 +48,9 @@ MAX_DRAFT = 8  # draft tokens per sequence and step, at most
 MAX_SPECULATING = 4  # more sequences decoding than this: the step is compute-bound, no drafts
 STEP_DRAFT_BUDGET = 16  # draft tokens in one decode step, all sequences together
 LOG_INTERVAL_S = 10.0  # how often the acceptance rate is logged while drafts are verified
+MIN_SPEEDUP = 1.05  # a draft must be expected to give this many more tokens per second than none
+ACCEPTANCE_DECAY = 0.8  # weight of the earlier drafts in a sequence's acceptance estimate, per draft
+PROBE_DRAFT = 2  # draft tokens tried after a pause for want of an expected speedup
 
 
 class NgramIndex:
@@ -127,6 +132,27 @@ def _draw(weights: npt.NDArray[np.float64], rng: np.random.Generator) -> int:
     return index
 
 
+def expected_speedup(acceptance: float, draft: int, draft_cost: float) -> float:
+    """Tokens per unit of decode time with ``draft`` draft tokens a step, relative to none.
+
+    Each draft token stands with probability ``acceptance`` once those before it stood, so a step
+    yields ``1 + a + a**2 + ... + a**draft`` tokens; it takes ``1 + draft_cost * draft`` times as
+    long as a step of one token (``draft_cost``: a draft token's share of a one-token step).
+    """
+    tokens = sum(acceptance**i for i in range(draft + 1))
+    return tokens / (1.0 + draft_cost * draft)
+
+
+def best_draft_length(acceptance: float, draft_cost: float, limit: int) -> int:
+    """The draft length up to ``limit`` expected to decode fastest; 0 unless it beats none by MIN_SPEEDUP."""
+    best, best_speedup = 0, MIN_SPEEDUP
+    for draft in range(1, limit + 1):
+        speedup = expected_speedup(acceptance, draft, draft_cost)
+        if speedup > best_speedup:
+            best, best_speedup = draft, speedup
+    return best
+
+
 @dataclass
 class DraftLength:
     """A sequence's draft length, adapted to how many of its recent drafts were accepted.
@@ -134,23 +160,53 @@ class DraftLength:
     All accepted: the next draft may be longer (up to ``max_draft``). A rejection: the next draft
     is one longer than what was accepted. Drafts rejected at their first token ``failures`` times
     in a row: no drafts for ``2 ** failures`` steps (at most 64), then one more try.
+
+    With a ``draft_cost`` (a draft token's share of the decode time of a one-token step; 0: drafts
+    cost nothing), a draft is also cut to the length expected to decode fastest given the
+    sequence's acceptance so far (``best_draft_length``). While no length is worth it the sequence
+    drafts nothing for 2, 4, ... 64 steps, then tries a short draft anyway (``PROBE_DRAFT``
+    tokens), which updates its acceptance.
     """
 
     max_draft: int = MAX_DRAFT
     length: int = 4
     failures: int = 0
     pause: int = 0
+    draft_cost: float = 0.0
+    kept: float = 4.0  # decayed count of draft tokens that stood (a prior of 4 in 5)
+    rejected: float = 1.0  # decayed count of drafts cut short by a rejected token
+    idle: int = 0  # pauses in a row for want of an expected speedup
+    _probe: bool = False  # the step after a pause drafts whatever it is expected to be worth
+
+    @property
+    def acceptance(self) -> float:
+        """The estimated chance that a draft token stands once those before it did."""
+        return self.kept / (self.kept + self.rejected)
 
     def allowed(self) -> int:
         """Draft tokens this step (0 while paused); counts the paused step."""
         if self.pause > 0:
             self.pause -= 1
+            self._probe = self.pause == 0
             return 0
-        return min(self.length, self.max_draft)
+        limit = min(self.length, self.max_draft)
+        if self.draft_cost > 0 and self._probe:
+            limit = min(limit, PROBE_DRAFT)
+        elif self.draft_cost > 0:
+            limit = best_draft_length(self.acceptance, self.draft_cost, limit)
+            if limit == 0:
+                self.idle = min(self.idle + 1, 6)
+                self.pause = 2**self.idle
+                return 0
+            self.idle = 0
+        self._probe = False
+        return limit
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted <= 0:
             return
+        self.kept = ACCEPTANCE_DECAY * self.kept + accepted
+        self.rejected = ACCEPTANCE_DECAY * self.rejected + (1 if accepted < drafted else 0)
         if accepted >= drafted:
             self.length = min(self.max_draft, max(self.length, drafted) + 2)
             self.failures = 0

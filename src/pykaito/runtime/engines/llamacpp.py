@@ -55,6 +55,7 @@ from pykaito.runtime.engines.llamacpp_native import (
     NativeBatch,
     build_sampler,
     is_plain_greedy,
+    measure_draft_cost,
     request_rng,
 )
 from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
@@ -112,6 +113,9 @@ class LlamaCppSettings:
     chat_template: str = ""  # a Jinja chat template to use instead of the GGUF's (tokenizer.chat_template)
     speculative: str = "off"  # "ngram": requests verify drafts from their own n-grams
     max_draft: int = MAX_DRAFT  # draft tokens per sequence and step, at most
+    # a draft token's share of a one-token step's decode time, which decides whether drafts pay
+    # for themselves; None: measured when the model loads; 0: drafts are taken as free
+    draft_cost: float | None = None
 
     @property
     def total_context(self) -> int:
@@ -227,6 +231,7 @@ class LlamaCppEngine:
         self._waker_for = waker_registry()
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
         self.spec = SpecCounters()
+        self.draft_cost = settings.draft_cost or 0.0  # measured at load unless the settings give it
         self._acceptance_log = AcceptanceLog(self.spec)
 
     # -- Engine protocol -------------------------------------------------------------------
@@ -353,7 +358,7 @@ class LlamaCppEngine:
             asyncio.Queue(),
             greedy,
             ngrams=NgramIndex() if speculate else None,
-            draft_length=DraftLength(max_draft=self.settings.max_draft),
+            draft_length=DraftLength(max_draft=self.settings.max_draft, draft_cost=self.draft_cost),
             rng=request_rng(params) if speculate and not greedy else None,
         )
         seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
@@ -492,6 +497,23 @@ class LlamaCppEngine:
         self._memory = lib.llama_get_memory(ctx)
         self._n_ctx_seq = lib.llama_n_ctx_seq(ctx)
         self._load_template()
+        if self.settings.speculative != "off" and self.settings.draft_cost is None:
+            self._measure_draft_cost()
+
+    def _measure_draft_cost(self) -> None:
+        """How much decode time a draft token costs here, so drafts run only where they pay off."""
+        draft = max(1, min(self.settings.max_draft, STEP_DRAFT_BUDGET))
+        token = max(0, self._lib.llama_vocab_bos(self._vocab))
+        cost = measure_draft_cost(self._lib, self._ctx, self._memory, draft, token)
+        if cost is None:
+            log.warning("could not time a verification step: drafts are taken as free")
+            return
+        self.draft_cost = cost
+        log.info(
+            "speculative decoding: a draft token costs %.2f of a one-token step (timed with %d tokens)",
+            cost,
+            draft + 1,
+        )
 
     def _install_log_callback(self) -> None:
         lib = self._lib

@@ -7,6 +7,7 @@ engine's control flow so each stays small.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -82,6 +83,45 @@ def request_rng(params: SamplingParams) -> np.random.Generator:
     """The random numbers a request's draft checks use: from its seed as llama.cpp reads it, if any."""
     seed = None if params.seed is None else params.seed & 0xFFFFFFFF
     return np.random.default_rng(None if seed in (None, LLAMA_DEFAULT_SEED) else seed)
+
+
+def measure_draft_cost(
+    lib: Any, ctx: Any, memory: Any, draft: int, token: int, reps: int = 3
+) -> float | None:
+    """A draft token's share of the decode time of a one-token step, timed on an idle context.
+
+    Decodes one token and ``draft + 1`` tokens (logits for each, as a verification wants) on
+    sequence 0, several times each, and compares the fastest of each (the least disturbed by
+    other work on the machine); sequence 0 is left empty. None if llama.cpp refuses a decode.
+    """
+    batch = lib.llama_batch_init(draft + 1, 0, 1)
+
+    def timed(n: int) -> float | None:
+        batch.n_tokens = n
+        for i in range(n):
+            batch.token[i] = token
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        start = time.perf_counter()
+        rc = lib.llama_decode(ctx, batch)
+        elapsed = time.perf_counter() - start
+        lib.llama_memory_seq_rm(memory, 0, -1, -1)
+        return elapsed if rc == 0 else None
+
+    try:
+        if timed(draft + 1) is None:  # the first decode also warms caches and threads up
+            return None
+        ones = [timed(1) for _ in range(2 * reps)]
+        manys = [timed(draft + 1) for _ in range(reps)]
+    finally:
+        lib.llama_batch_free(batch)
+    one = min((t for t in ones if t is not None), default=None)
+    many = min((t for t in manys if t is not None), default=None)
+    if one is None or many is None or one <= 0:
+        return None
+    return max(0.0, (many - one) / (draft * one))
 
 
 class NativeBatch:
