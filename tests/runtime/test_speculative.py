@@ -50,6 +50,7 @@ from pykaito.runtime.speculative import (
     SpecCounters,
     accept_or_resample,
     best_draft_length,
+    drafts_can_pay,
     expected_speedup,
     sampling_probs,
 )
@@ -141,6 +142,10 @@ def test_costly_drafts_pause_while_they_do_not_pay_off_and_are_tried_again_later
     assert 1 <= length.allowed() < 8  # shorter than allowed: the last tokens would cost more than they save
     free = DraftLength(max_draft=8, length=8, kept=1.0, rejected=1.0)
     assert free.allowed() == 8  # no cost given: the acceptance alone never stops a draft
+    assert drafts_can_pay(0.0, 8) and drafts_can_pay(0.75, 8)
+    assert not drafts_can_pay(0.99, 8)  # 9 tokens a step at best, for 8.9 steps' time
+    hopeless = DraftLength(max_draft=8, length=8, draft_cost=0.99, kept=100.0, rejected=0.0)
+    assert [hopeless.allowed() for _ in range(200)] == [0] * 200  # not even a probe
 
 
 def test_counters_follow_vllms_terms() -> None:
@@ -546,6 +551,13 @@ async def test_the_draft_cost_is_measured_at_load_and_leaves_the_cache_empty() -
         await eng.stop()
     off = LlamaCppEngine(LlamaCppSettings(model_path=embedded_gguf_path(), n_ctx=256, max_running=1))
     assert off.draft_cost == 0.0  # nothing is measured for an engine that does not speculate
+
+
+def test_every_position_a_draft_can_reach_has_an_acceptance_counter() -> None:
+    settings = LlamaCppSettings(model_path=__import__("pathlib").Path("x.gguf"), speculative="ngram")
+    for max_draft, positions in ((12, 12), (3, 3), (64, 16)):  # a step carries 16 draft tokens at most
+        eng = LlamaCppEngine(dataclasses.replace(settings, max_draft=max_draft))
+        assert len(eng.spec.snapshot()[3]) == positions
 
 
 def test_an_unknown_speculative_mode_is_refused() -> None:

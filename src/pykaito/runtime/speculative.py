@@ -153,6 +153,11 @@ def best_draft_length(acceptance: float, draft_cost: float, limit: int) -> int:
     return best
 
 
+def drafts_can_pay(draft_cost: float, max_draft: int) -> bool:
+    """Whether drafts of up to ``max_draft`` tokens can be worth it even if every draft token stands."""
+    return draft_cost <= 0 or best_draft_length(1.0, draft_cost, max_draft) > 0
+
+
 @dataclass
 class DraftLength:
     """A sequence's draft length, adapted to how many of its recent drafts were accepted.
@@ -165,7 +170,8 @@ class DraftLength:
     cost nothing), a draft is also cut to the length expected to decode fastest given the
     sequence's acceptance so far (``best_draft_length``). While no length is worth it the sequence
     drafts nothing for 2, 4, ... 64 steps, then tries a short draft anyway (``PROBE_DRAFT``
-    tokens), which updates its acceptance.
+    tokens), which updates its acceptance. Where not even drafts that always stand would pay
+    (``drafts_can_pay`` is False), it never drafts.
     """
 
     max_draft: int = MAX_DRAFT
@@ -178,6 +184,9 @@ class DraftLength:
     idle: int = 0  # pauses in a row for want of an expected speedup
     _probe: bool = False  # the step after a pause drafts whatever it is expected to be worth
 
+    def __post_init__(self) -> None:
+        self._never = not drafts_can_pay(self.draft_cost, self.max_draft)
+
     @property
     def acceptance(self) -> float:
         """The estimated chance that a draft token stands once those before it did."""
@@ -185,6 +194,8 @@ class DraftLength:
 
     def allowed(self) -> int:
         """Draft tokens this step (0 while paused); counts the paused step."""
+        if self._never:
+            return 0
         if self.pause > 0:
             self.pause -= 1
             self._probe = self.pause == 0

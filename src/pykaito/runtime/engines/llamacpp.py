@@ -69,6 +69,7 @@ from pykaito.runtime.speculative import (
     NgramIndex,
     SpecCounters,
     accept_or_resample,
+    drafts_can_pay,
     sampling_probs,
 )
 from pykaito.runtime.text import TextStream
@@ -230,7 +231,8 @@ class LlamaCppEngine:
         self._candidates: Candidates | None = None  # a sampled request's distribution at a draft token
         self._waker_for = waker_registry()
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
-        self.spec = SpecCounters()
+        # one per-position counter for each position a draft can reach (the step's budget caps a draft)
+        self.spec = SpecCounters(accepted_per_pos=[0] * max(1, min(settings.max_draft, STEP_DRAFT_BUDGET)))
         self.draft_cost = settings.draft_cost or 0.0  # measured at load unless the settings give it
         self._acceptance_log = AcceptanceLog(self.spec)
 
@@ -510,9 +512,12 @@ class LlamaCppEngine:
             return
         self.draft_cost = cost
         log.info(
-            "speculative decoding: a draft token costs %.2f of a one-token step (timed with %d tokens)",
+            "speculative decoding: a draft token costs %.2f of a one-token step (timed with %d tokens)%s",
             cost,
             draft + 1,
+            ""
+            if drafts_can_pay(cost, self.settings.max_draft)
+            else ": drafts cannot pay off here, none are made",
         )
 
     def _install_log_callback(self) -> None:
