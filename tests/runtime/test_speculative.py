@@ -417,8 +417,15 @@ async def test_rejected_drafts_leave_the_kv_cache_as_if_never_decoded(engine: Ll
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(greedy(200), id="greedy"),
+        pytest.param(SamplingParams(max_tokens=200, temperature=0.3, seed=3), id="sampled"),
+    ],
+)
 async def test_cancelling_during_verification_frees_the_slot(
-    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch, params: SamplingParams
 ) -> None:
     """The client leaves between the decode step and the check of its draft: the slot is freed and clean."""
     prompt = chat(engine, PROMPTS["copy"])
@@ -432,7 +439,7 @@ async def test_cancelling_during_verification_frees_the_slot(
         verify(entry, *args)
 
     monkeypatch.setattr(engine, "_verify", cancel_then_verify)
-    stream = engine.generate(GenerationRequest("leaving", prompt, greedy(200)))
+    stream = engine.generate(GenerationRequest("leaving", prompt, params))
     first = await anext(aiter(stream))
     assert first.finish_reason is None
     await wait_until(lambda: bool(hit))
@@ -486,6 +493,22 @@ async def test_sampled_requests_speculate_and_respect_max_tokens(engine: LlamaCp
         assert len([lp for d in deltas for lp in d.logprobs]) == len(ids(deltas))
     after = engine.spec.snapshot()
     assert after[0] > drafts and after[2] > accepted_before, "sampled requests did not speculate"
+
+
+@pytest.mark.slow
+async def test_rejected_sampled_drafts_leave_the_kv_cache_holding_only_the_reply(
+    engine: LlamaCppEngine,
+) -> None:
+    prompt = chat(engine, "Tag 7301. " + PROMPTS["quote"])  # a prompt no other test caches
+    before = engine.spec.snapshot()
+    first = await run(engine, prompt, sampled(48, seed=21))
+    after = engine.spec.snapshot()
+    assert after[1] - after[2] > before[1] - before[2], "no sampled draft token was rejected"
+    await wait_until(lambda: bool(cached_slots(engine)) and engine.stats().running == 0)
+    assert all(kv_matches_bookkeeping(engine, s) for s in cached_slots(engine))
+    follow = [*prompt, *ids(first), *engine.tokenize(" Thanks.", add_special=False)]
+    hit = await run(engine, follow, greedy(8, speculative=False))
+    assert hit[0].cached_tokens >= len(prompt) + len(ids(first)) - 1
 
 
 @pytest.mark.slow
