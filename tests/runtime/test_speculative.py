@@ -52,6 +52,7 @@ from pykaito.runtime.speculative import (
     best_draft_length,
     drafts_can_pay,
     expected_speedup,
+    log_draft_cost,
     sampling_probs,
 )
 from tests.runtime.engine_fixture import engine
@@ -146,6 +147,10 @@ def test_costly_drafts_pause_while_they_do_not_pay_off_and_are_tried_again_later
     assert not drafts_can_pay(0.99, 8)  # 9 tokens a step at best, for 8.9 steps' time
     hopeless = DraftLength(max_draft=8, length=8, draft_cost=0.99, kept=100.0, rejected=0.0)
     assert [hopeless.allowed() for _ in range(200)] == [0] * 200  # not even a probe
+    assert log_draft_cost(0.99, 9, 8).endswith(
+        "(timed with 9 tokens): drafts cannot pay off here, none are made"
+    )
+    assert log_draft_cost(0.4, 9, 8).endswith("costs 0.40 of a one-token step (timed with 9 tokens)")
 
 
 def test_counters_follow_vllms_terms() -> None:

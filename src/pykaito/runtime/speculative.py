@@ -158,6 +158,18 @@ def drafts_can_pay(draft_cost: float, max_draft: int) -> bool:
     return draft_cost <= 0 or best_draft_length(1.0, draft_cost, max_draft) > 0
 
 
+def log_draft_cost(draft_cost: float, timed_tokens: int, max_draft: int) -> str:
+    """Log (with the acceptance rate's logger, which ``kaito serve`` shows) what a draft token costs."""
+    line = (
+        f"speculative decoding: a draft token costs {draft_cost:.2f} of a one-token step "
+        f"(timed with {timed_tokens} tokens)"
+    )
+    if not drafts_can_pay(draft_cost, max_draft):
+        line += ": drafts cannot pay off here, none are made"
+    log.info("%s", line)
+    return line
+
+
 @dataclass
 class DraftLength:
     """A sequence's draft length, adapted to how many of its recent drafts were accepted.

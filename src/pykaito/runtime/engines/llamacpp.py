@@ -69,7 +69,7 @@ from pykaito.runtime.speculative import (
     NgramIndex,
     SpecCounters,
     accept_or_resample,
-    drafts_can_pay,
+    log_draft_cost,
     sampling_probs,
 )
 from pykaito.runtime.text import TextStream
@@ -511,14 +511,7 @@ class LlamaCppEngine:
             log.warning("could not time a verification step: drafts are taken as free")
             return
         self.draft_cost = cost
-        log.info(
-            "speculative decoding: a draft token costs %.2f of a one-token step (timed with %d tokens)%s",
-            cost,
-            draft + 1,
-            ""
-            if drafts_can_pay(cost, self.settings.max_draft)
-            else ": drafts cannot pay off here, none are made",
-        )
+        log_draft_cost(cost, draft + 1, self.settings.max_draft)
 
     def _install_log_callback(self) -> None:
         lib = self._lib
