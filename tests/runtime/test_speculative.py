@@ -15,6 +15,7 @@ without drafts: sequences decoded together may round differently from one decode
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import logging
 import re
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -38,9 +40,21 @@ from pykaito.runtime.engine import (
     SpecDecodeStats,
 )
 from pykaito.runtime.engines.llamacpp import LlamaCppEngine, LlamaCppSettings
+from pykaito.runtime.engines.llamacpp_native import Candidates, build_sampler
 from pykaito.runtime.metrics import ServerMetrics
 from pykaito.runtime.scheduler import Scheduler, SequenceState
-from pykaito.runtime.speculative import AcceptanceLog, DraftLength, NgramIndex, SpecCounters
+from pykaito.runtime.speculative import (
+    AcceptanceLog,
+    DraftLength,
+    NgramIndex,
+    SpecCounters,
+    accept_or_resample,
+    best_draft_length,
+    drafts_can_pay,
+    expected_speedup,
+    log_draft_cost,
+    sampling_probs,
+)
 from tests.runtime.engine_fixture import engine
 
 __all__ = ["engine"]
@@ -104,6 +118,41 @@ def test_draft_length_grows_on_success_shrinks_on_rejection_and_pauses_after_fai
     assert length.failures == 0 and length.allowed() == 3
 
 
+def test_drafts_are_as_long_as_pays_off_for_what_a_draft_token_costs() -> None:
+    assert expected_speedup(1.0, 4, 0.0) == 5.0  # free drafts that always stand: 5 tokens a step
+    assert expected_speedup(0.5, 2, 0.5) == pytest.approx(1.75 / 2.0)
+    assert best_draft_length(0.9, 0.0, 8) == 8  # free: as long as allowed
+    assert best_draft_length(0.95, 0.1, 16) >= 12  # cheap draft tokens, mostly accepted: long drafts
+    assert 1 <= best_draft_length(0.95, 0.75, 16) <= 4  # each costs most of a step: short drafts
+    assert best_draft_length(0.8, 0.75, 16) == 0  # they would cost more time than they save
+    assert best_draft_length(0.3, 0.5, 16) == 0
+
+
+def test_costly_drafts_pause_while_they_do_not_pay_off_and_are_tried_again_later() -> None:
+    length = DraftLength(max_draft=8, length=8, draft_cost=0.75, kept=1.0, rejected=1.0)
+    assert length.allowed() == 0 and length.pause == 2  # an acceptance of 0.5 does not pay
+    assert [length.allowed() for _ in range(2)] == [0, 0]
+    assert length.allowed() == 2  # the probe after the pause drafts a little anyway
+    length.update(2, 0)
+    assert length.allowed() == 0 and length.pause == 4  # still not worth it: a longer pause
+    assert [length.allowed() for _ in range(4)] == [0, 0, 0, 0]
+    assert length.allowed() == 1  # no longer than the last rejection left the draft length
+    for _ in range(4):
+        length.update(8, 8)  # drafts that stood in full
+    assert length.acceptance > 0.95
+    assert 1 <= length.allowed() < 8  # shorter than allowed: the last tokens would cost more than they save
+    free = DraftLength(max_draft=8, length=8, kept=1.0, rejected=1.0)
+    assert free.allowed() == 8  # no cost given: the acceptance alone never stops a draft
+    assert drafts_can_pay(0.0, 8) and drafts_can_pay(0.75, 8)
+    assert not drafts_can_pay(0.99, 8)  # 9 tokens a step at best, for 8.9 steps' time
+    hopeless = DraftLength(max_draft=8, length=8, draft_cost=0.99, kept=100.0, rejected=0.0)
+    assert [hopeless.allowed() for _ in range(200)] == [0] * 200  # not even a probe
+    assert log_draft_cost(0.99, 9, 8).endswith(
+        "(timed with 9 tokens): drafts cannot pay off here, none are made"
+    )
+    assert log_draft_cost(0.4, 9, 8).endswith("costs 0.40 of a one-token step (timed with 9 tokens)")
+
+
 def test_counters_follow_vllms_terms() -> None:
     counters = SpecCounters()
     counters.record(4, 2)
@@ -112,6 +161,73 @@ def test_counters_follow_vllms_terms() -> None:
     drafts, draft_tokens, accepted, per_pos = counters.snapshot()
     assert (drafts, draft_tokens, accepted) == (2, 7, 5)
     assert per_pos[:4] == (2, 2, 1, 0)
+
+
+# The sampling rule on a tiny vocabulary. 20000 draws from a fixed seed: the test is deterministic.
+# With 5 tokens the chi-square statistic of a correct rule stays below 18.47 (df 4, p = 0.001) and
+# the total variation distance below 0.015 (its expected value is about 0.005 at this N); a rule that
+# resamples from the whole distribution instead of the residual is off by 0.1 or more.
+TINY_IDS = np.array([4, 0, 9, 2, 7])
+TINY_P = np.array([0.45, 0.25, 0.15, 0.1, 0.05])
+DRAWS = 20_000
+CHI2_DF4_P001 = 18.47
+MAX_TV = 0.015
+
+
+def emitted_frequencies(draft: int, rule: Callable[..., tuple[int, bool]], seed: int) -> tuple[Any, float]:
+    """The share of each of TINY_IDS among DRAWS tokens the rule emits, and the share of drafts kept."""
+    rng = np.random.default_rng(seed)
+    counts = dict.fromkeys(TINY_IDS.tolist(), 0)
+    kept = 0
+    for _ in range(DRAWS):
+        token, accepted = rule(TINY_IDS, TINY_P, draft, rng)
+        assert accepted == (token == draft)
+        counts[token] += 1
+        kept += accepted
+    return np.array([counts[t] for t in TINY_IDS.tolist()]) / DRAWS, kept / DRAWS
+
+
+def chi_square(freq: Any) -> float:
+    return float((DRAWS * (freq - TINY_P) ** 2 / TINY_P).sum())
+
+
+@pytest.mark.parametrize(
+    ("draft", "p_draft"),
+    [
+        pytest.param(4, 0.45, id="likely-draft"),
+        pytest.param(2, 0.10, id="unlikely-draft"),
+        pytest.param(7, 0.05, id="rare-draft"),
+        pytest.param(5, 0.0, id="draft-outside-the-candidates"),
+    ],
+)
+def test_the_sampling_rule_emits_exactly_the_target_distribution(draft: int, p_draft: float) -> None:
+    freq, kept = emitted_frequencies(draft, accept_or_resample, seed=draft)
+    assert chi_square(freq) < CHI2_DF4_P001, freq
+    assert 0.5 * np.abs(freq - TINY_P).sum() < MAX_TV, freq
+    assert abs(kept - p_draft) < MAX_TV  # the draft is kept p(draft) of the time
+
+
+def test_the_statistical_check_catches_a_rule_that_resamples_from_the_whole_distribution() -> None:
+    def wrong(ids: Any, probs: Any, draft: int, rng: np.random.Generator) -> tuple[int, bool]:
+        if rng.random() < float(probs[ids == draft].sum()):
+            return draft, True
+        token = int(rng.choice(ids, p=probs))  # not the residual: the draft comes out too often
+        return token, token == draft
+
+    freq, _ = emitted_frequencies(4, wrong, seed=4)
+    assert chi_square(freq) > CHI2_DF4_P001
+    assert 0.5 * np.abs(freq - TINY_P).sum() > 0.1
+
+
+def test_a_greedy_distribution_keeps_only_its_argmax() -> None:
+    probs = sampling_probs([1.0, 3.0, 3.0, -2.0], greedy=True)
+    assert probs.tolist() == [0.0, 1.0, 0.0, 0.0]  # the first of equal maxima, as llama.cpp picks
+    rng = np.random.default_rng(0)
+    ids = np.array([10, 11, 12, 13])
+    assert all(accept_or_resample(ids, probs, 11, rng) == (11, True) for _ in range(100))
+    assert all(accept_or_resample(ids, probs, 12, rng) == (11, False) for _ in range(100))
+    soft = sampling_probs([0.0, np.log(3.0)])
+    assert soft.tolist() == pytest.approx([0.25, 0.75])
 
 
 def _decoding(scheduler: Scheduler[None], n: int) -> list[SequenceState[None]]:
@@ -306,8 +422,15 @@ async def test_rejected_drafts_leave_the_kv_cache_as_if_never_decoded(engine: Ll
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(greedy(200), id="greedy"),
+        pytest.param(SamplingParams(max_tokens=200, temperature=0.3, seed=3), id="sampled"),
+    ],
+)
 async def test_cancelling_during_verification_frees_the_slot(
-    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch, params: SamplingParams
 ) -> None:
     """The client leaves between the decode step and the check of its draft: the slot is freed and clean."""
     prompt = chat(engine, PROMPTS["copy"])
@@ -321,7 +444,7 @@ async def test_cancelling_during_verification_frees_the_slot(
         verify(entry, *args)
 
     monkeypatch.setattr(engine, "_verify", cancel_then_verify)
-    stream = engine.generate(GenerationRequest("leaving", prompt, greedy(200)))
+    stream = engine.generate(GenerationRequest("leaving", prompt, params))
     first = await anext(aiter(stream))
     assert first.finish_reason is None
     await wait_until(lambda: bool(hit))
@@ -334,13 +457,135 @@ async def test_cancelling_during_verification_frees_the_slot(
 
 
 @pytest.mark.slow
-async def test_sampled_grammar_and_opted_out_requests_do_not_speculate(engine: LlamaCppEngine) -> None:
+async def test_opted_out_requests_do_not_speculate(engine: LlamaCppEngine) -> None:
     prompt = chat(engine, PROMPTS["copy"])
     before = engine.spec.snapshot()[0]
-    await run(engine, prompt, SamplingParams(max_tokens=24, temperature=0.7, seed=1))
-    await run(engine, prompt, greedy(24, repetition_penalty=1.1))
+    await run(engine, prompt, sampled(24, speculative=False))
+    await run(engine, prompt, greedy(24, repetition_penalty=1.1, speculative=False))
     await run(engine, prompt, greedy(24, speculative=False))
     assert engine.spec.snapshot()[0] == before
+
+
+def sampled(max_tokens: int = 48, **change: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.7, top_p=0.95, top_k=40, **change)
+
+
+def test_candidates_are_the_chain_transformed_but_not_yet_picked(engine: LlamaCppEngine) -> None:
+    lib, n_vocab = engine._lib, engine.vocab_size
+    logits = np.random.default_rng(1).normal(size=n_vocab).astype(np.float32)
+    pointer = logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    candidates = Candidates(lib, n_vocab)
+    chain = build_sampler(lib, engine._vocab, n_vocab, SamplingParams(temperature=0.5, top_k=5, seed=1))
+    try:
+        ids, transformed = candidates.transform(chain, pointer)
+        assert sorted(ids.tolist()) == sorted(np.argsort(-logits)[:5].tolist())
+        assert transformed == pytest.approx(logits[ids] / 0.5)  # top-k, then temperature; no draw
+        ids_again, _ = candidates.transform(chain, pointer)
+        assert ids_again.tolist() == ids.tolist()
+    finally:
+        lib.llama_sampler_free(chain)
+
+
+@pytest.mark.slow
+async def test_sampled_requests_speculate_and_respect_max_tokens(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, PROMPTS["copy"])
+    await warm(engine, prompt)
+    drafts, _, accepted_before, _ = engine.spec.snapshot()
+    for max_tokens, seed in ((1, 1), (7, 2), (40, 3), (40, 4)):
+        deltas = await run(engine, prompt, sampled(max_tokens, seed=seed, logprobs=1))
+        assert len(ids(deltas)) == max_tokens or deltas[-1].finish_reason == "stop"
+        assert len(ids(deltas)) <= max_tokens
+        assert len([lp for d in deltas for lp in d.logprobs]) == len(ids(deltas))
+    after = engine.spec.snapshot()
+    assert after[0] > drafts and after[2] > accepted_before, "sampled requests did not speculate"
+
+
+@pytest.mark.slow
+async def test_rejected_sampled_drafts_leave_the_kv_cache_holding_only_the_reply(
+    engine: LlamaCppEngine,
+) -> None:
+    prompt = chat(engine, "Tag 7301. " + PROMPTS["quote"])  # a prompt no other test caches
+    before = engine.spec.snapshot()
+    first = await run(engine, prompt, sampled(48, seed=21))
+    after = engine.spec.snapshot()
+    assert after[1] - after[2] > before[1] - before[2], "no sampled draft token was rejected"
+    await wait_until(lambda: bool(cached_slots(engine)) and engine.stats().running == 0)
+    assert all(kv_matches_bookkeeping(engine, s) for s in cached_slots(engine))
+    follow = [*prompt, *ids(first), *engine.tokenize(" Thanks.", add_special=False)]
+    hit = await run(engine, follow, greedy(8, speculative=False))
+    assert hit[0].cached_tokens >= len(prompt) + len(ids(first)) - 1
+
+
+@pytest.mark.slow
+async def test_a_seeded_sampled_request_repeats_and_a_stop_string_cuts_where_it_would(
+    engine: LlamaCppEngine,
+) -> None:
+    """The same seed gives the same reply; a stop string ends it where the reply without it has it.
+
+    The stop string only hides text: the tokens drawn before it, drafts and their checks
+    included, are the ones the request without it draws from the same seed.
+    """
+    prompt = chat(engine, PROMPTS["copy"])
+    await warm(engine, prompt)
+    params = SamplingParams(max_tokens=60, temperature=0.3, seed=11)
+    before = accepted(engine)
+    first = await run(engine, prompt, params)
+    second = await run(engine, prompt, params)
+    assert ids(first) == ids(second)
+    assert accepted(engine) > before
+    full = text(first)
+    assert "spiral" in full, full
+    cut = await run(engine, prompt, dataclasses.replace(params, stop=("spiral",)))
+    assert text(cut) == full[: full.index("spiral")]
+    assert cut[-1].finish_reason == "stop"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"repetition_penalty": 1.1}, id="penalties"),
+        pytest.param({"grammar": r"root ::= [A-Za-z .,]+"}, id="grammar"),
+    ],
+)
+async def test_greedy_requests_with_a_sampler_chain_are_identical_with_and_without_drafts(
+    engine: LlamaCppEngine, change: dict[str, Any]
+) -> None:
+    """Penalties and grammars go through the sampler chain, one draft token at a time, as plain decoding."""
+    prompt = chat(engine, PROMPTS["copy"])
+    await warm(engine, prompt)
+    plain = await run(engine, prompt, greedy(40, speculative=False, **change))
+    before = accepted(engine)
+    spec = await run(engine, prompt, greedy(40, **change))
+    assert ids(spec) == ids(plain)
+    assert accepted(engine) > before
+
+
+@pytest.mark.slow
+async def test_the_draft_cost_is_measured_at_load_and_leaves_the_cache_empty() -> None:
+    eng = LlamaCppEngine(
+        LlamaCppSettings(
+            model_path=embedded_gguf_path(), n_ctx=2 * 256, max_running=2, threads=1, speculative="ngram"
+        )
+    )
+    await eng.start()
+    try:
+        assert 0.0 < eng.draft_cost < 10.0  # a draft token always costs some decode time
+        prompt = chat(eng, PROMPTS["copy"])
+        spec = await run(eng, prompt, greedy(12))
+        plain = await run(eng, prompt, greedy(12, speculative=False))
+        assert ids(spec) == ids(plain) and len(ids(spec)) == 12
+    finally:
+        await eng.stop()
+    off = LlamaCppEngine(LlamaCppSettings(model_path=embedded_gguf_path(), n_ctx=256, max_running=1))
+    assert off.draft_cost == 0.0  # nothing is measured for an engine that does not speculate
+
+
+def test_every_position_a_draft_can_reach_has_an_acceptance_counter() -> None:
+    settings = LlamaCppSettings(model_path=__import__("pathlib").Path("x.gguf"), speculative="ngram")
+    for max_draft, positions in ((12, 12), (3, 3), (64, 16)):  # a step carries 16 draft tokens at most
+        eng = LlamaCppEngine(dataclasses.replace(settings, max_draft=max_draft))
+        assert len(eng.spec.snapshot()[3]) == positions
 
 
 def test_an_unknown_speculative_mode_is_refused() -> None:
@@ -447,8 +692,18 @@ async def test_a_request_opts_out_with_speculative_false(make_client: Any, fake:
     assert response.status_code == 400 and response.json()["error"]["param"] == "speculative"
 
 
+def spec_metrics(url: str) -> dict[str, float]:
+    page = httpx.get(url + "/metrics", timeout=30).text
+    counts = {}
+    for name in ("drafts", "draft_tokens", "accepted_tokens"):
+        found = re.search(rf'vllm:spec_decode_num_{name}_total\{{model_name="[^"]+"\}} (\S+)', page)
+        assert found is not None, name
+        counts[name] = float(found.group(1))
+    return counts
+
+
 @pytest.mark.slow
-def test_a_served_copy_streams_several_tokens_a_chunk_and_counts_them_on_metrics() -> None:
+def test_a_served_copy_streams_several_tokens_a_chunk_and_metrics_count_greedy_and_sampled_drafts() -> None:
     import openai
 
     from pykaito.runtime.serve import start_in_thread
@@ -456,7 +711,12 @@ def test_a_served_copy_streams_several_tokens_a_chunk_and_counts_them_on_metrics
 
     eng = LlamaCppEngine(
         LlamaCppSettings(
-            model_path=embedded_gguf_path(), n_ctx=2 * 512, max_running=2, threads=1, speculative="ngram"
+            model_path=embedded_gguf_path(),
+            n_ctx=2 * 512,
+            max_running=2,
+            threads=1,
+            speculative="ngram",
+            draft_cost=0.0,
         )
     )
     handle = start_in_thread(eng, ServerSettings(port=0))
@@ -482,8 +742,14 @@ def test_a_served_copy_streams_several_tokens_a_chunk_and_counts_them_on_metrics
         (plain, plain_chunks), (spec, spec_chunks) = replies
         assert spec == plain
         assert spec_chunks < plain_chunks
-        page = httpx.get(handle.url + "/metrics", timeout=30).text
-        accepted = re.search(r'vllm:spec_decode_num_accepted_tokens_total\{model_name="[^"]+"\} (\S+)', page)
-        assert accepted is not None and float(accepted.group(1)) > 0
+        greedy_counts = spec_metrics(handle.url)
+        assert greedy_counts["accepted_tokens"] > 0
+        reply = client.chat.completions.create(
+            model=eng.model_name, messages=messages, max_tokens=40, temperature=0.3, seed=5
+        )
+        assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 40
+        sampled_counts = spec_metrics(handle.url)
+        for name in ("drafts", "draft_tokens", "accepted_tokens"):
+            assert sampled_counts[name] > greedy_counts[name], name
     finally:
         handle.stop()

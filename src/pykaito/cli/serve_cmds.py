@@ -87,9 +87,10 @@ def serve(
     speculative: Annotated[
         Speculative,
         typer.Option(
-            help="ngram: greedy requests (temperature 0) also verify draft tokens copied from their own "
-            "prompt and output, several tokens per step where the text repeats it; the output is the "
-            'same. off: one token per step. A request opts out with "speculative": false.',
+            help="ngram: requests also verify draft tokens copied from their own prompt and output, "
+            "several tokens per step where the text repeats it; greedy output is the same and sampled "
+            "output keeps its distribution. off: one token per step. A request opts out with "
+            '"speculative": false.',
         ),
     ] = Speculative.off,
     chat_template_file: Annotated[

@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
         "--speculative",
         choices=("off", "ngram"),
         default="off",
-        help="ngram: greedy requests also verify draft tokens copied from their own prompt and output, "
-        "several tokens per step where text repeats, with the same output; off (default): never",
+        help="ngram: requests also verify draft tokens copied from their own prompt and output, "
+        "several tokens per step where text repeats (greedy output is the same, sampled output keeps "
+        "its distribution); off (default): never",
     )
     llama.add_argument(
         "--no-prefix-cache",

@@ -144,7 +144,7 @@ class _Sampling(_Request):
     speculative: bool | None = Field(
         default=None,
         description="false: decode one token per step, without verifying n-gram drafts "
-        "(the output is the same either way)",
+        "(greedy output is the same either way, sampled output has the same distribution)",
     )
     ignore_eos: bool | None = Field(
         default=None,

@@ -7,7 +7,9 @@ One dedicated thread owns the llama.cpp context and runs the decode loop:
     plan one step: a token for every decoding sequence plus a chunk of prompt tokens
     llama_decode(the whole step)            # one call, all running sequences
     pick each sequence's token: one argmax over the logits rows for plain greedy requests,
-        the request's own native sampler chain (llama_sampler_sample) for the rest
+        the request's own native sampler chain (llama_sampler_sample) for the rest; a draft
+        token is kept while greedy decoding would pick it, or for a sampled request by the
+        speculative sampling rule (``pykaito.runtime.speculative``)
     hand the new text to each request's asyncio queue (a LoopWaker post, once per loop)
 
 llama.cpp releases the GIL while it computes, so the event loop stays responsive. The
@@ -48,7 +50,14 @@ from pykaito.runtime.engine import (
     SamplingParams,
     TokenLogprob,
 )
-from pykaito.runtime.engines.llamacpp_native import NativeBatch, build_sampler, is_plain_greedy
+from pykaito.runtime.engines.llamacpp_native import (
+    Candidates,
+    NativeBatch,
+    build_sampler,
+    is_plain_greedy,
+    measure_draft_cost,
+    request_rng,
+)
 from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
 from pykaito.runtime.scheduler import Scheduler, SequenceState, StepEntry
 from pykaito.runtime.speculative import (
@@ -59,6 +68,9 @@ from pykaito.runtime.speculative import (
     DraftLength,
     NgramIndex,
     SpecCounters,
+    accept_or_resample,
+    log_draft_cost,
+    sampling_probs,
 )
 from pykaito.runtime.text import TextStream
 
@@ -100,8 +112,11 @@ class LlamaCppSettings:
     prefix_cache: bool = True  # reuse a finished request's KV cache for a prompt that starts alike
     served_model_name: str = ""  # "" = the file name without .gguf
     chat_template: str = ""  # a Jinja chat template to use instead of the GGUF's (tokenizer.chat_template)
-    speculative: str = "off"  # "ngram": greedy requests verify drafts from their own n-grams
+    speculative: str = "off"  # "ngram": requests verify drafts from their own n-grams
     max_draft: int = MAX_DRAFT  # draft tokens per sequence and step, at most
+    # a draft token's share of a one-token step's decode time, which decides whether drafts pay
+    # for themselves; None: measured when the model loads; 0: drafts are taken as free
+    draft_cost: float | None = None
 
     @property
     def total_context(self) -> int:
@@ -124,6 +139,7 @@ class _Request:
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     ngrams: NgramIndex | None = None  # this sequence's prompt and generated tokens; None: no drafts
     draft_length: DraftLength = field(default_factory=DraftLength)
+    rng: np.random.Generator | None = None  # a speculating sampled request's draws for its drafts
 
 
 _Seq = SequenceState[_Request]
@@ -212,9 +228,12 @@ class LlamaCppEngine:
         self._progress_callback: Any = None
         self._abort_load = threading.Event()  # set when start() is cancelled: loading stops early
         self._batch: NativeBatch | None = None
+        self._candidates: Candidates | None = None  # a sampled request's distribution at a draft token
         self._waker_for = waker_registry()
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
-        self.spec = SpecCounters()
+        # one per-position counter for each position a draft can reach (the step's budget caps a draft)
+        self.spec = SpecCounters(accepted_per_pos=[0] * max(1, min(settings.max_draft, STEP_DRAFT_BUDGET)))
+        self.draft_cost = settings.draft_cost or 0.0  # measured at load unless the settings give it
         self._acceptance_log = AcceptanceLog(self.spec)
 
     # -- Engine protocol -------------------------------------------------------------------
@@ -332,7 +351,7 @@ class LlamaCppEngine:
         # a grammar is compiled on the decode thread when the request is admitted, not on the event loop
         sampler = None if params.grammar else build_sampler(self._lib, self._vocab, self._n_vocab, params)
         greedy = is_plain_greedy(params)
-        speculate = greedy and params.speculative and self.settings.speculative == "ngram"
+        speculate = params.speculative and self.settings.speculative == "ngram"
         payload = _Request(
             params,
             sampler,
@@ -341,7 +360,8 @@ class LlamaCppEngine:
             asyncio.Queue(),
             greedy,
             ngrams=NgramIndex() if speculate else None,
-            draft_length=DraftLength(max_draft=self.settings.max_draft),
+            draft_length=DraftLength(max_draft=self.settings.max_draft, draft_cost=self.draft_cost),
+            rng=request_rng(params) if speculate and not greedy else None,
         )
         seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
         try:
@@ -377,6 +397,7 @@ class LlamaCppEngine:
             raise
         capacity = max(self.settings.batch_size, self.settings.max_running + 1)
         self._batch = NativeBatch(self._lib, capacity, self._n_ctx_seq)
+        self._candidates = Candidates(self._lib, self._n_vocab)
         self._accepting = True
         self._thread = threading.Thread(target=self._run, name="llamacpp-decode", daemon=True)
         self._thread.start()
@@ -409,6 +430,7 @@ class LlamaCppEngine:
         self._memory = None
         self._vocab = None
         self._batch = None
+        self._candidates = None
         if self._ctx is not None:
             self._lib.llama_free(self._ctx)
             self._ctx = None
@@ -477,6 +499,19 @@ class LlamaCppEngine:
         self._memory = lib.llama_get_memory(ctx)
         self._n_ctx_seq = lib.llama_n_ctx_seq(ctx)
         self._load_template()
+        if self.settings.speculative != "off" and self.settings.draft_cost is None:
+            self._measure_draft_cost()
+
+    def _measure_draft_cost(self) -> None:
+        """How much decode time a draft token costs here, so drafts run only where they pay off."""
+        draft = max(1, min(self.settings.max_draft, STEP_DRAFT_BUDGET))
+        token = max(0, self._lib.llama_vocab_bos(self._vocab))
+        cost = measure_draft_cost(self._lib, self._ctx, self._memory, draft, token)
+        if cost is None:
+            log.warning("could not time a verification step: drafts are taken as free")
+            return
+        self.draft_cost = cost
+        log_draft_cost(cost, draft + 1, self.settings.max_draft)
 
     def _install_log_callback(self) -> None:
         lib = self._lib
@@ -607,7 +642,7 @@ class LlamaCppEngine:
         self._deliver_all(outbox)
 
     def _propose(self, seq: _Seq, limit: int) -> list[int]:
-        """Draft tokens for a greedy sequence: what followed the last occurrence of its latest n-gram."""
+        """Draft tokens for a sequence: what followed the last occurrence of its latest n-gram."""
         req = seq.payload
         ngrams = req.ngrams
         if ngrams is None or seq.cancelled:
@@ -627,13 +662,15 @@ class LlamaCppEngine:
         return ngrams.draft(limit)
 
     def _verify(self, entry: StepEntry[_Request], index: int, best: Any, row: int, outbox: _Outbox) -> None:
-        """Keep the draft's longest prefix that greedy decoding confirms, and the model's token after it.
+        """Keep the draft's longest prefix the request's own decoding confirms, and its token after it.
 
-        Logits row ``row + i`` follows the step's token ``i``: its argmax is what greedy decoding
-        picks there. Draft token ``i + 1`` stands while it equals that pick; the first pick that
-        differs (or the one after the whole draft) is the model's own next token. Every token
-        taken goes through ``_take`` as in a plain step, so stop strings, max_tokens and logprobs
-        cut exactly where they would; the rejected tail leaves the KV cache.
+        Logits row ``row + i`` follows the step's token ``i``. For a plain greedy request its
+        argmax is what greedy decoding picks there, and draft token ``i + 1`` stands while it
+        equals that pick. Any other request decides by the speculative sampling rule over its
+        own sampling distribution (``_pick``). The first token that is not the draft's (or the
+        one after the whole draft) is the model's own next token. Every token taken goes through
+        ``_take`` as in a plain step, so stop strings, max_tokens and logprobs cut exactly where
+        they would; the rejected tail leaves the KV cache.
         """
         seq, req = entry.seq, entry.seq.payload
         draft = entry.tokens[1:]
@@ -642,10 +679,11 @@ class LlamaCppEngine:
             accepted = 0
             text, finish = "", None
             for i in range(entry.drafted + 1):
-                token = int(best[row + i])
+                proposed = draft[i] if i < entry.drafted else None
+                token = int(best[row + i]) if req.greedy else self._pick(req, index + i, proposed)
                 piece, finish = self._take(seq, index + i, token)
                 text += piece
-                if finish is not None or i == entry.drafted or token != draft[i]:
+                if finish is not None or proposed is None or token != proposed:
                     break
                 seq.n_past += 1  # the confirmed draft token already sits in the KV cache
                 accepted += 1
@@ -654,6 +692,24 @@ class LlamaCppEngine:
             self.spec.record(entry.drafted, accepted)
         if seq.n_past < entry.start_pos + len(entry.tokens):
             self._lib.llama_memory_seq_rm(self._memory, seq.slot, seq.n_past, -1)
+
+    def _pick(self, req: _Request, index: int, proposed: int | None) -> int:
+        """A sampled (or penalised, or grammar-bound) request's token at output ``index``.
+
+        With no draft token there, its sampler chain draws one as in a plain step. Otherwise the
+        chain's transforms give the distribution ``p`` it would draw from, and the draft token
+        stands with probability ``p(proposed)``, else one is drawn from the rest of ``p``
+        (``accept_or_resample``); the chain then accepts the token, as ``llama_sampler_sample`` does.
+        """
+        lib = self._lib
+        if proposed is None:
+            return int(lib.llama_sampler_sample(req.sampler, self._ctx, index))
+        assert self._candidates is not None and req.rng is not None
+        ids, logits = self._candidates.transform(req.sampler, lib.llama_get_logits_ith(self._ctx, index))
+        probs = sampling_probs(logits, greedy=req.params.temperature <= 0)
+        token, _ = accept_or_resample(ids, probs, proposed, req.rng)
+        lib.llama_sampler_accept(req.sampler, token)
+        return token
 
     def _argmax_rows(self, entries: list[StepEntry[_Request]], outputs: list[int]) -> Any:
         """The most likely token of every logits row of the last step, if a greedy request wants one."""

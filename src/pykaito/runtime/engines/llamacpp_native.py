@@ -7,6 +7,7 @@ engine's control flow so each stays small.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -78,6 +79,51 @@ def build_sampler(lib: Any, vocab: Any, n_vocab: int, params: SamplingParams) ->
     return chain
 
 
+def request_rng(params: SamplingParams) -> np.random.Generator:
+    """The random numbers a request's draft checks use: from its seed as llama.cpp reads it, if any."""
+    seed = None if params.seed is None else params.seed & 0xFFFFFFFF
+    return np.random.default_rng(None if seed in (None, LLAMA_DEFAULT_SEED) else seed)
+
+
+def measure_draft_cost(
+    lib: Any, ctx: Any, memory: Any, draft: int, token: int, reps: int = 3
+) -> float | None:
+    """A draft token's share of the decode time of a one-token step, timed on an idle context.
+
+    Decodes one token and ``draft + 1`` tokens (logits for each, as a verification wants) on
+    sequence 0, several times each, and compares the fastest of each (the least disturbed by
+    other work on the machine); sequence 0 is left empty. None if llama.cpp refuses a decode.
+    """
+    batch = lib.llama_batch_init(draft + 1, 0, 1)
+
+    def timed(n: int) -> float | None:
+        batch.n_tokens = n
+        for i in range(n):
+            batch.token[i] = token
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1
+        start = time.perf_counter()
+        rc = lib.llama_decode(ctx, batch)
+        elapsed = time.perf_counter() - start
+        lib.llama_memory_seq_rm(memory, 0, -1, -1)
+        return elapsed if rc == 0 else None
+
+    try:
+        if timed(draft + 1) is None:  # the first decode also warms caches and threads up
+            return None
+        ones = [timed(1) for _ in range(2 * reps)]
+        manys = [timed(draft + 1) for _ in range(reps)]
+    finally:
+        lib.llama_batch_free(batch)
+    one = min((t for t in ones if t is not None), default=None)
+    many = min((t for t in manys if t is not None), default=None)
+    if one is None or many is None or one <= 0:
+        return None
+    return max(0.0, (many - one) / (draft * one))
+
+
 class NativeBatch:
     """A reusable llama_batch over numpy arrays, filled with bulk copies instead of per-token calls."""
 
@@ -129,3 +175,44 @@ class NativeBatch:
             n = end
         self.struct.n_tokens = n
         return outputs
+
+
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+class Candidates:
+    """A reusable llama_token_data_array over the whole vocabulary, for a sampler chain's transforms.
+
+    ``transform`` runs every sampler of a request's chain but the last (the one that picks:
+    greedy or dist) over one logits row, exactly as ``llama_sampler_sample`` would before picking,
+    and returns the candidates left and their transformed logits. The chain's state (a grammar's
+    position, the penalties' history) is not changed: ``llama_sampler_accept`` does that.
+    """
+
+    def __init__(self, lib: Any, n_vocab: int) -> None:
+        self._lib = lib
+        self.n_vocab = n_vocab
+        self.data = np.zeros(n_vocab, dtype=TOKEN_DATA)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._item = ctypes.POINTER(lib.llama_token_data)
+        self._base = self.data.ctypes.data_as(self._item)
+        self.struct = lib.llama_token_data_array()
+        self._ref = ctypes.byref(self.struct)
+
+    def transform(self, chain: Any, logits: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(candidate ids, their logits) after all but the last sampler of ``chain`` on ``logits``."""
+        lib, data, struct = self._lib, self.data, self.struct
+        data["id"] = self._ids
+        data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        data["p"] = 0.0
+        struct.data = self._base
+        struct.size = self.n_vocab
+        struct.selected = -1
+        struct.sorted = False
+        for i in range(lib.llama_sampler_chain_n(chain) - 1):
+            lib.llama_sampler_apply(lib.llama_sampler_chain_get(chain, i), self._ref)
+        size = int(struct.size)
+        address = ctypes.cast(struct.data, ctypes.c_void_p).value  # a sampler may point it elsewhere
+        raw = (ctypes.c_uint8 * (size * TOKEN_DATA.itemsize)).from_address(address or 0)
+        left = np.frombuffer(memoryview(raw), dtype=TOKEN_DATA)
+        return left["id"].copy(), left["logit"].astype(np.float64)
