@@ -24,7 +24,7 @@ Workloads (OpenAI /v1/completions, streaming, temperature 0, plain-text story pr
   file, and a multi-turn chat that repeats an earlier answer. This is where speculative decoding
   from the prompt's own n-grams pays off.
 
-Server variants: ``pykaito`` (its default, n-gram speculation on), ``pykaito-spec-off``
+Server variants: ``pykaito`` (with ``--speculative ngram``), ``pykaito-spec-off``
 (``--speculative off``), ``llama-server`` (its default) and ``llama-server-ngram-simple`` /
 ``llama-server-ngram-mod`` (``--spec-type ngram-simple`` / ``ngram-mod``):
 
