@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ async def test_apply_get_scale_describe_wait_delete(
     await eventually(ready, timeout=60)
     result = await admin_kaito("wait", f"is/{NAME}", "--timeout", "30s")
     assert result.code == 0 and f"inferenceset {NAME} is ready" in result.out, result.err
+    result = await admin_kaito("wait", f"is/{NAME}", "--timeout", "30s", "-o", "json")
+    assert result.code == 0 and json.loads(result.out)["outcome"] == "ready", result.err
     result = await admin_kaito("get", "is")
     header, line = result.out.strip().splitlines()
     assert header.split() == ["NAME", "REPLICAS", "READYREPLICAS", "READY", "AGE"]

@@ -12,6 +12,7 @@ Regenerate the chart's copy with ``kaito crd > charts/pykaito/crds/workspace-crd
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -159,38 +160,63 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
-def generate_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition (apiextensions.k8s.io/v1) for workspaces.kaito.sh."""
-    schema = openapi_schema()
+def crd_document(
+    *,
+    kind: str,
+    plural: str,
+    short_names: Sequence[str],
+    categories: Sequence[str],
+    schema: dict[str, Any],
+    printer_columns: Sequence[dict[str, Any]],
+    served_versions: Sequence[str],
+    storage_version: str,
+    subresources: dict[str, Any],
+) -> dict[str, Any]:
+    """A kaito.sh CustomResourceDefinition (apiextensions.k8s.io/v1): one schema for every served version."""
     versions = [
         {
             "name": version,
             "served": True,
-            "storage": version == STORAGE_VERSION,
-            "additionalPrinterColumns": copy.deepcopy(list(PRINTER_COLUMNS)),
+            "storage": version == storage_version,
+            "additionalPrinterColumns": copy.deepcopy(list(printer_columns)),
             "schema": {"openAPIV3Schema": copy.deepcopy(schema)},
-            "subresources": {"status": {}},
+            "subresources": copy.deepcopy(subresources),
         }
-        for version in SERVED_VERSIONS
+        for version in served_versions
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
             "names": {
-                "categories": list(CATEGORIES),
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "shortNames": list(SHORT_NAMES),
-                "singular": KIND.lower(),
+                "categories": list(categories),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "shortNames": list(short_names),
+                "singular": kind.lower(),
             },
             "scope": "Namespaced",
             "versions": versions,
         },
     }
+
+
+def generate_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition (apiextensions.k8s.io/v1) for workspaces.kaito.sh."""
+    return crd_document(
+        kind=KIND,
+        plural=PLURAL,
+        short_names=SHORT_NAMES,
+        categories=CATEGORIES,
+        schema=openapi_schema(),
+        printer_columns=PRINTER_COLUMNS,
+        served_versions=SERVED_VERSIONS,
+        storage_version=STORAGE_VERSION,
+        subresources={"status": {}},
+    )
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -200,13 +226,16 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
+def crd_file(crd: dict[str, Any], source: str, regenerate: str) -> str:
+    """A CRD as deterministic YAML, headed by where it comes from and how to regenerate it."""
+    header = f"# Generated from {source}; regenerate with `{regenerate}`.\n"
+    body = yaml.dump(crd, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100)
+    return header + body
+
+
 def crd_yaml() -> str:
     """The CRD as deterministic YAML (the chart's ``crds/workspace-crd.yaml``)."""
-    header = f"# Generated from pykaito.api.types; regenerate with `{REGENERATE}`.\n"
-    body = yaml.dump(
-        generate_crd(), Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100
-    )
-    return header + body
+    return crd_file(generate_crd(), "pykaito.api.types", REGENERATE)
 
 
 def strict_json_schema(schema: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -11,12 +11,9 @@ Regenerate the chart's copy with
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import yaml
-
-from pykaito.api.crd import _PRESERVE, _Converter, _NoAliasDumper
+from pykaito.api.crd import _PRESERVE, _Converter, crd_document, crd_file
 from pykaito.api.inferenceset import (
     DEFAULT_MAX_UNAVAILABLE,
     DEFAULT_REPLICAS,
@@ -27,9 +24,7 @@ from pykaito.api.inferenceset import (
     IS_VERSION,
     InferenceSet,
 )
-from pykaito.api.types import GROUP
 
-SET_CRD_NAME = f"{IS_PLURAL}.{GROUP}"
 REGENERATE = "kaito crd --kind InferenceSet > charts/pykaito/crds/inferenceset-crd.yaml"
 
 PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
@@ -78,41 +73,19 @@ def set_openapi_schema() -> dict[str, Any]:
 
 def generate_set_crd() -> dict[str, Any]:
     """The CustomResourceDefinition (apiextensions.k8s.io/v1) for inferencesets.kaito.sh."""
-    schema = set_openapi_schema()
-    versions = [
-        {
-            "name": version,
-            "served": True,
-            "storage": version == IS_VERSION,
-            "additionalPrinterColumns": copy.deepcopy(list(PRINTER_COLUMNS)),
-            "schema": {"openAPIV3Schema": copy.deepcopy(schema)},
-            "subresources": {"status": {}, "scale": dict(SCALE)},
-        }
-        for version in IS_SERVED_VERSIONS
-    ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": SET_CRD_NAME},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": IS_KIND,
-                "listKind": f"{IS_KIND}List",
-                "plural": IS_PLURAL,
-                "shortNames": list(IS_SHORT_NAMES),
-                "singular": IS_KIND.lower(),
-                "categories": ["inferenceset"],
-            },
-            "scope": "Namespaced",
-            "versions": versions,
-        },
-    }
+    return crd_document(
+        kind=IS_KIND,
+        plural=IS_PLURAL,
+        short_names=IS_SHORT_NAMES,
+        categories=("inferenceset",),
+        schema=set_openapi_schema(),
+        printer_columns=PRINTER_COLUMNS,
+        served_versions=IS_SERVED_VERSIONS,
+        storage_version=IS_VERSION,
+        subresources={"status": {}, "scale": SCALE},
+    )
 
 
 def set_crd_yaml() -> str:
-    header = f"# Generated from pykaito.api.inferenceset; regenerate with `{REGENERATE}`.\n"
-    body = yaml.dump(
-        generate_set_crd(), Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=100
-    )
-    return header + body
+    """The CRD as deterministic YAML (the chart's ``crds/inferenceset-crd.yaml``)."""
+    return crd_file(generate_set_crd(), "pykaito.api.inferenceset", REGENERATE)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -290,40 +291,76 @@ def wait_command(
     limit = parse_duration(timeout)
     kube = client(namespace, context, kubeconfig)
     if target := set_cmds.set_target(name):
-        set_cmds.wait(kube, target, condition, limit, timeout)
+        client_for_set = set_cmds.sets(kube)
+        outcome, obj = _wait_until(
+            "inferenceset",
+            target,
+            lambda: client_for_set.get(target),
+            condition,
+            limit,
+            timeout,
+            set_cmds.not_ready_reason,
+        )
+        _waited("inferenceset", target, outcome, obj, output)
         return
+    outcome, obj = _wait_until(
+        "workspace", name, lambda: kube.get_workspace(name), condition, limit, timeout, _workspace_progress
+    )
+    _waited("workspace", name, outcome, obj, output)
+
+
+def _workspace_progress(ws: dict[str, Any]) -> str | None:
+    """None once the Workspace is ready, else what it is doing."""
+    reason = not_ready_reason(ws)
+    if reason is None:
+        return None
+    state = (ws.get("status") or {}).get("state") or "Pending"
+    return f"{state}: {reason}"
+
+
+def _wait_until(
+    kind: str,
+    name: str,
+    fetch: Callable[[], dict[str, Any]],
+    condition: str,
+    limit: float,
+    timeout: str,
+    progress: Callable[[dict[str, Any]], str | None],
+) -> tuple[str, dict[str, Any] | None]:
+    """Poll ``fetch`` until the object is ready (``condition`` "ready") or gone ("delete").
+
+    ``progress`` says what a not-ready object is doing (None once it is ready); a spinner shows it.
+    Returns the outcome ("ready" or "deleted") and the object last read (None once deleted).
+    """
     deadline = time.monotonic() + limit
     last = "waiting"
-    with err_console.status(f"waiting for workspace {name}…") as spinner:
+    with err_console.status(f"waiting for {kind} {name}…") as spinner:
         while True:
             try:
-                ws: dict[str, Any] | None = kube.get_workspace(name)
+                obj: dict[str, Any] | None = fetch()
             except ClusterError as exc:
                 if condition == "delete" and "not found" in str(exc):
-                    ws = None
+                    obj = None
                 else:
                     raise
-            if condition == "delete" and ws is None:
-                _waited(name, "deleted", None, output)
-                return
-            if ws is not None:
-                reason = not_ready_reason(ws)
-                if condition == "ready" and reason is None:
-                    _waited(name, "ready", ws, output)
-                    return
-                state = (ws.get("status") or {}).get("state") or "Pending"
-                last = f"{state}: {reason}" if reason else state
-                spinner.update(f"workspace {name}: {last}")
+            if condition == "delete" and obj is None:
+                return "deleted", None
+            if obj is not None:
+                waiting = progress(obj)
+                if condition == "ready" and waiting is None:
+                    return "ready", obj
+                last = waiting or "ready"
+                spinner.update(f"{kind} {name}: {last}")
             if time.monotonic() >= deadline:
-                raise ClusterError(f"timed out after {timeout} waiting for workspace {name}: {last}")
+                raise ClusterError(f"timed out after {timeout} waiting for {kind} {name}: {last}")
             time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 
-def _waited(name: str, outcome: str, ws: dict[str, Any] | None, output: OutputFormat) -> None:
+def _waited(kind: str, name: str, outcome: str, obj: dict[str, Any] | None, output: OutputFormat) -> None:
     if output is OutputFormat.table:
-        console.print(f"workspace {name} {'is ready' if outcome == 'ready' else outcome}", highlight=False)
+        console.print(f"{kind} {name} {'is ready' if outcome == 'ready' else outcome}", highlight=False)
         return
-    state = ((ws or {}).get("status") or {}).get("state")
+    state = ((obj or {}).get("status") or {}).get("state")
     emit({"name": name, "outcome": outcome, "state": state}, output)
 
 

@@ -7,7 +7,6 @@ out of a file by their kind.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,7 +18,6 @@ from pykaito.cli.output import (
     OutputFormat,
     console,
     emit,
-    err_console,
     print_conditions,
     print_events,
     print_fields,
@@ -144,34 +142,6 @@ def delete(kube: KubeClient, name: str) -> None:
     console.print(
         f'inferenceset.kaito.sh "{name}" deleted (the operator removes its replicas)', highlight=False
     )
-
-
-def wait(kube: KubeClient, name: str, condition: str, limit: float, timeout: str) -> None:
-    client = sets(kube)
-    deadline = time.monotonic() + limit
-    last = "waiting"
-    with err_console.status(f"waiting for inferenceset {name}…") as spinner:
-        while True:
-            try:
-                obj: dict[str, Any] | None = client.get(name)
-            except ClusterError as exc:
-                if condition == "delete" and "not found" in str(exc):
-                    obj = None
-                else:
-                    raise
-            if condition == "delete" and obj is None:
-                console.print(f"inferenceset {name} deleted", highlight=False)
-                return
-            if obj is not None:
-                reason = not_ready_reason(obj)
-                if condition == "ready" and reason is None:
-                    console.print(f"inferenceset {name} is ready", highlight=False)
-                    return
-                last = reason or "ready"
-                spinner.update(f"inferenceset {name}: {last}")
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"timed out after {timeout} waiting for inferenceset {name}: {last}")
-            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 
 def ready_replica(kube: KubeClient, name: str) -> str:

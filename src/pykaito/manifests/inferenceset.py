@@ -32,7 +32,13 @@ from pykaito.api.inferenceset import (
 )
 from pykaito.api.setrules import child_dict
 from pykaito.manifests import pod
-from pykaito.manifests.meta import LABEL_MANAGED_BY, MANAGED_BY, sha256_hex
+from pykaito.manifests.meta import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    controller_reference,
+    owned_meta,
+    sha256_hex,
+)
 
 SERVICE_PORT = 80
 LABEL_POD_INDEX = "apps.kubernetes.io/pod-index"
@@ -58,16 +64,7 @@ def template_hash(inference_set: InferenceSet) -> str:
 
 def owner_reference(inference_set: InferenceSet) -> dict[str, Any] | None:
     uid = getattr(inference_set.metadata, "uid", None)
-    if not uid:
-        return None
-    return {
-        "apiVersion": IS_API_VERSION,
-        "kind": IS_KIND,
-        "name": inference_set.name,
-        "uid": str(uid),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return controller_reference(IS_API_VERSION, IS_KIND, inference_set.name, uid)
 
 
 def set_labels(inference_set: InferenceSet) -> dict[str, str]:
@@ -75,15 +72,8 @@ def set_labels(inference_set: InferenceSet) -> dict[str, str]:
 
 
 def _meta(inference_set: InferenceSet, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": inference_set.namespace,
-        "labels": set_labels(inference_set),
-    }
-    owner = owner_reference(inference_set)
-    if owner is not None:
-        meta["ownerReferences"] = [owner]
-    return meta
+    labels = set_labels(inference_set)
+    return owned_meta(name, inference_set.namespace, labels, owner_reference(inference_set))
 
 
 def render_child(inference_set: InferenceSet, index: int) -> dict[str, Any]:

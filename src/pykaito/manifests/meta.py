@@ -80,32 +80,38 @@ def object_labels(workspace: Workspace) -> dict[str, str]:
     return {LABEL_WORKSPACE: workspace.name, LABEL_MANAGED_BY: MANAGED_BY}
 
 
-def owner_reference(workspace: Workspace) -> dict[str, Any] | None:
-    """The Workspace as controller owner: deleting it garbage-collects what it owns.
+def controller_reference(api_version: str, kind: str, name: str, uid: object) -> dict[str, Any] | None:
+    """An object as controller owner: deleting it garbage-collects what it owns.
 
-    ``None`` when the Workspace has no uid yet (rendered from a file): the API server refuses an
-    owner reference without one.
+    ``None`` without a uid (an object rendered from a file): the API server refuses an owner
+    reference without one.
     """
-    uid = getattr(workspace.metadata, "uid", None)
     if not uid:
         return None
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": workspace.name,
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
         "uid": str(uid),
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def object_meta(workspace: Workspace, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": workspace.namespace,
-        "labels": object_labels(workspace),
-    }
-    owner = owner_reference(workspace)
+def owner_reference(workspace: Workspace) -> dict[str, Any] | None:
+    """The Workspace as controller owner (``None`` until it has a uid)."""
+    return controller_reference(API_VERSION, KIND, workspace.name, getattr(workspace.metadata, "uid", None))
+
+
+def owned_meta(
+    name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Metadata of an object ``owner`` controls (no ownerReferences without an owner)."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if owner is not None:
         meta["ownerReferences"] = [owner]
     return meta
+
+
+def object_meta(workspace: Workspace, name: str) -> dict[str, Any]:
+    return owned_meta(name, workspace.namespace, object_labels(workspace), owner_reference(workspace))
