@@ -22,7 +22,9 @@ Workloads (OpenAI /v1/completions, streaming, temperature 0, plain-text story pr
 - copy-heavy (``--copy``, OpenAI /v1/chat/completions, one stream, temperature 0): chats whose
   answer repeats text from the prompt: copy a passage, answer by quoting a document, edit a code
   file, and a multi-turn chat that repeats an earlier answer. This is where speculative decoding
-  from the prompt's own n-grams pays off.
+  from the prompt's own n-grams pays off. Every round repeats the same chats (a server may then
+  draft an earlier round's reply, as pykaito's pool and llama-server's ngram-mod do);
+  ``--copy-unseen`` gives each round chats of its own, met for the first time.
 
 Server variants: ``pykaito`` (with ``--speculative ngram``), ``pykaito-spec-off``
 (``--speculative off``), ``llama-server`` (its default) and ``llama-server-ngram-simple`` /
@@ -462,12 +464,26 @@ async def spec_counters(url: str) -> tuple[float, float]:
     return found["draft"], found["accepted"]
 
 
+def copy_messages(workload: str, tag: str = "") -> list[dict[str, str]]:
+    """A copy-heavy chat; with a ``tag``, its first message starts with it, so no server saw it before."""
+    messages = [dict(m) for m in COPY_WORKLOADS[workload]]
+    if tag:
+        messages[0]["content"] = f"(Request {tag}.) {messages[0]['content']}"
+    return messages
+
+
 async def copy_run(
-    endpoint: Endpoint, server: Running, model: str, workload: str, max_tokens: int, usage: bool
+    endpoint: Endpoint,
+    server: Running,
+    model: str,
+    workload: str,
+    max_tokens: int,
+    usage: bool,
+    tag: str = "",
 ) -> dict[str, Any]:
     """One copy-heavy chat, single stream: output tokens per second of its whole duration."""
     before = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
-    request = chat_request(model, COPY_WORKLOADS[workload], max_tokens, usage)
+    request = chat_request(model, copy_messages(workload, tag), max_tokens, usage)
     sample, _ = await send(endpoint, request, asyncio.get_running_loop().time())
     after = await spec_counters(server.url) if server.name.startswith("pykaito") else (0.0, 0.0)
     duration = sample.end - sample.start
@@ -488,7 +504,12 @@ async def copy_workloads(
     setup: dict[str, tuple[str, bool]],
     args: argparse.Namespace,
 ) -> dict[str, dict[str, Any]]:
-    """Every copy-heavy workload on every server in turn, ``args.rounds`` times (order rotated)."""
+    """Every copy-heavy workload on every server in turn, ``args.rounds`` times (order rotated).
+
+    With ``--copy-unseen`` each round's chats start with a tag of their own, so no server has seen
+    them (no cached prompt, no remembered reply): the figures of text met for the first time.
+    Otherwise every round repeats the same chats, as a user asking again does.
+    """
     names = list(servers)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {w: [] for w in COPY_WORKLOADS} for n in names}
     for r in range(args.rounds):
@@ -496,7 +517,10 @@ async def copy_workloads(
             shift = r % len(names)
             for name in names[shift:] + names[:shift]:
                 model, usage = setup[name]
-                t = await copy_run(endpoints[name], servers[name], model, workload, args.copy_tokens, usage)
+                tag = f"{r + 1}-{args.copy_seed}" if args.copy_unseen else ""
+                t = await copy_run(
+                    endpoints[name], servers[name], model, workload, args.copy_tokens, usage, tag
+                )
                 runs[name][workload].append(t)
                 rate = (
                     f", accepted {t['accepted_tokens']:.0f}/{t['draft_tokens']:.0f}"
@@ -685,15 +709,20 @@ def paired_median(results: dict[str, Any], name: str, base: str, n: str) -> floa
     return median(paired_ratios(ours, theirs))
 
 
-def copy_report(results: dict[str, Any]) -> list[str]:
+def copy_report(results: dict[str, Any], unseen: bool = False) -> list[str]:
     """The copy-heavy table: each server's best round, and ratios (median over rounds, paired)."""
     with_copy = {name: res["copy"] for name, res in results.items() if res.get("copy")}
     if not with_copy:
         return []
+    seen = (
+        "each round's chats new to every server"
+        if unseen
+        else "the same chats every round, so a server may remember an earlier round's reply"
+    )
     lines = [
         "",
-        "Copy-heavy chats, one stream, temperature 0 (tok/s of the whole reply, best round; ratios are "
-        "medians over rounds of the ratio within a round):",
+        f"Copy-heavy chats, one stream, temperature 0, {seen} (tok/s of the whole reply, best round; "
+        "ratios are medians over rounds of the ratio within a round):",
         "",
         "| workload | server | tok/s | vs best llama-server | vs llama-server default | vs pykaito-spec-off "
         "| acceptance rate |",
@@ -754,7 +783,7 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{fmt(t['ttft_p50'], 0, 1000)} | {fmt(t['ttft_p95'], 0, 1000)} "
                 f"| {fmt(t['itl_p50'], 1, 1000)} |"
             )
-    lines += copy_report(results)
+    lines += copy_report(results, bool(meta.get("copy_unseen")))
     lines += [
         "",
         "Short-prompt TTFT while 7 streams decode (4 short prompts, 3 with ~1000-token prompts):",
@@ -840,6 +869,7 @@ def main_bench(args: argparse.Namespace) -> int:
         "parallel": args.parallel,
         "ctx": args.ctx,
         "max_tokens": args.max_tokens,
+        "copy_unseen": args.copy_unseen,
         "rounds": args.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "argv": sys.argv[1:],
@@ -904,6 +934,10 @@ def main() -> int:
     parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
     parser.add_argument("--copy", action="store_true", help="also run the copy-heavy chat workloads")
     parser.add_argument("--copy-tokens", type=int, default=256, help="max_tokens of a copy-heavy reply")
+    parser.add_argument(
+        "--copy-unseen", action="store_true", help="tag each round's copy-heavy chats so no server saw them"
+    )
+    parser.add_argument("--copy-seed", default=str(os.getpid()), help="part of --copy-unseen's tags")
     parser.add_argument("--skip-throughput", action="store_true", help="only the copy-heavy workloads")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()

@@ -53,7 +53,9 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-draft", type=int, default=0, help="0: the engine's default")
-    parser.add_argument("--draft-cost", type=float, help="default: measured when the model loads; 0: free")
+    parser.add_argument(
+        "--draft-cost", type=float, help="a draft token's share of a step; default: timed at load; 0: free"
+    )
     parser.add_argument("--temperature", type=float, nargs="*", default=[0.0, 0.7])
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
@@ -71,7 +73,7 @@ async def main() -> None:
         )
     )
     await engine.start()
-    print(f"draft cost: {engine.draft_cost:.2f} of a one-token step", flush=True)
+    print(f"step cost (tokens: one-token steps): {engine.cost_curve.describe()}", flush=True)
     workloads = {**serve_compare.COPY_WORKLOADS, "fresh-story": FRESH}
     results: dict[str, Any] = {}
     try:

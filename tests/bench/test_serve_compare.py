@@ -271,3 +271,17 @@ def test_a_step_with_no_valid_round_reports_no_figures() -> None:
 )
 def test_prefill_groups(ttfts: list[float], shape: str) -> None:
     assert agreement.prefill_groups(ttfts) == shape
+
+
+def test_unseen_copy_chats_differ_each_round_and_leave_the_workload_alone() -> None:
+    plain = sc.copy_messages("multi-turn")
+    assert plain == sc.COPY_WORKLOADS["multi-turn"]
+    first, second = sc.copy_messages("multi-turn", "1-42"), sc.copy_messages("multi-turn", "2-42")
+    assert first[0]["content"].startswith("(Request 1-42.) Describe a day")
+    assert first[0] != second[0] and first[1:] == plain[1:]
+    assert sc.COPY_WORKLOADS["multi-turn"][0]["content"].startswith("Describe a day")  # not changed
+    ran = {w: {"tok_s": 100.0, "rounds_tok_s": [100.0], "acceptance_rate": 0.5} for w in sc.COPY_WORKLOADS}
+    unseen = "\n".join(sc.copy_report({"pykaito": {"copy": ran}}, unseen=True))
+    repeated = "\n".join(sc.copy_report({"pykaito": {"copy": ran}}))
+    assert "new to every server" in unseen and "remember an earlier round" in repeated
+    assert "| multi-turn | pykaito | 100.0 |" in unseen

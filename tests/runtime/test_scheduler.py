@@ -353,3 +353,24 @@ def test_stop_filter_never_leaks_a_stop_string(text: str, cuts: list[int]) -> No
     expected = text.split(stop)[0]
     assert out == expected
     assert hit == (stop in text)
+
+
+def test_a_new_conversation_takes_an_empty_slot_and_leaves_the_cached_one() -> None:
+    s = make(max_running=3, max_waiting=3)
+    system = [1, 2, 3, 4]  # a system prompt every conversation starts with
+    first = SequenceState("first", system + list(range(100, 160)), None)
+    s.submit(first)
+    s.admit(lambda _: None)
+    finish_after(s, first, [7, 8])
+    s.admit(lambda _: None)
+    other = SequenceState("other", system + list(range(200, 260)), None)
+    s.submit(other)
+    s.admit(lambda _: None)
+    # slot 0 shares only the system prompt and would lose 61 cached tokens: slot 1 is empty
+    assert (other.slot, other.n_past) == (1, 0)
+    finish_after(s, other, [9])
+    s.admit(lambda _: None)
+    again = SequenceState("again", system + list(range(100, 160)) + [7, 30], None)
+    s.submit(again)
+    s.admit(lambda _: None)
+    assert (again.slot, again.n_past) == (0, 65)  # the first conversation's next turn finds its cache

@@ -42,17 +42,21 @@ from pykaito.runtime.engine import (
 from pykaito.runtime.engines.llamacpp import LlamaCppEngine, LlamaCppSettings
 from pykaito.runtime.engines.llamacpp_native import Candidates, build_sampler
 from pykaito.runtime.metrics import ServerMetrics
-from pykaito.runtime.scheduler import Scheduler, SequenceState
+from pykaito.runtime.scheduler import DraftStep, Scheduler, SequenceState
 from pykaito.runtime.speculative import (
+    FIRST_DRAFT_CAP,
+    MAX_MATCH,
     AcceptanceLog,
+    CostCurve,
     DraftLength,
+    DraftPool,
+    MatchAcceptance,
     NgramIndex,
     SpecCounters,
     accept_or_resample,
-    best_draft_length,
+    best_draft,
     drafts_can_pay,
-    expected_speedup,
-    log_draft_cost,
+    log_cost_curve,
     sampling_probs,
 )
 from tests.runtime.engine_fixture import engine
@@ -100,57 +104,112 @@ def test_the_most_recent_occurrence_wins_and_short_suffixes_do_not_draft() -> No
         NgramIndex(min_n=3, max_n=2)
 
 
-def test_draft_length_grows_on_success_shrinks_on_rejection_and_pauses_after_failures() -> None:
-    length = DraftLength(max_draft=8, length=4)
-    assert length.allowed() == 4
-    length.update(4, 4)
-    assert length.allowed() == 6
-    length.update(6, 6)
-    assert length.allowed() == 8
-    length.update(8, 2)
-    assert length.allowed() == 3
-    length.update(3, 0)
-    assert length.allowed() == 1
-    length.update(1, 0)  # a second failure in a row: pause
-    assert [length.allowed() for _ in range(4)] == [0, 0, 0, 0]
-    assert length.allowed() == 1
-    length.update(1, 1)
-    assert length.failures == 0 and length.allowed() == 3
+def test_a_match_is_followed_back_to_tell_its_length_and_a_loop_continues_past_the_end() -> None:
+    index = NgramIndex(min_n=2, max_n=3)
+    index.extend([9, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3])
+    # the suffix 8 1 2 3 occurred before (9 8 1 2 3 does not): four tokens, though the lookup takes three
+    assert index.find(index.tokens) == (5, 4)
+    assert index.find([5, 5]) is None
+    loop = NgramIndex(min_n=2, max_n=2)
+    loop.extend([1, 7, 8, 9, 7, 8, 9, 7, 8])
+    start, length = loop.find(loop.tokens) or (0, 0)
+    assert (start, length) == (6, 5)  # 7 8 9 7 8 9 7 8 is a run of period 3
+    assert loop.continuation(start, 7) == [9, 7, 8, 9, 7, 8, 9]  # the run goes on past the end
+    assert loop.continuation(start, 0) == [] and loop.continuation(99, 3) == []
+    long = NgramIndex()
+    long.extend(list(range(MAX_MATCH + 50)) * 2)
+    assert long.find(long.tokens) == (MAX_MATCH + 50, MAX_MATCH)  # followed back at most MAX_MATCH tokens
+    assert long.find([*range(20, 30), 30, 31]) == (MAX_MATCH + 50 + 32, 12)  # the latest occurrence
 
 
-def test_drafts_are_as_long_as_pays_off_for_what_a_draft_token_costs() -> None:
-    assert expected_speedup(1.0, 4, 0.0) == 5.0  # free drafts that always stand: 5 tokens a step
-    assert expected_speedup(0.5, 2, 0.5) == pytest.approx(1.75 / 2.0)
-    assert best_draft_length(0.9, 0.0, 8) == 8  # free: as long as allowed
-    assert best_draft_length(0.95, 0.1, 16) >= 12  # cheap draft tokens, mostly accepted: long drafts
-    assert 1 <= best_draft_length(0.95, 0.75, 16) <= 4  # each costs most of a step: short drafts
-    assert best_draft_length(0.8, 0.75, 16) == 0  # they would cost more time than they save
-    assert best_draft_length(0.3, 0.5, 16) == 0
+def test_the_pool_drafts_an_earlier_reply_and_keeps_only_the_newest() -> None:
+    pool = DraftPool(max_sequences=2, max_tokens=100)
+    earlier = NgramIndex()
+    earlier.extend([1, 2, 3, 4, 5, 6, 7, 8])
+    pool.add(earlier)
+    found = pool.find([0, 2, 3, 4])
+    assert found is not None and found[0] is earlier and found[1:] == (4, 3)
+    assert found[0].continuation(found[1], 3) == [5, 6, 7]
+    assert pool.find([0, 2, 3, 4], longer_than=3) is None  # the sequence's own match is as long
+    for tokens in ([40, 41, 42], [50, 51, 52]):
+        other = NgramIndex()
+        other.extend(tokens)
+        pool.add(other)
+    assert len(pool) == 2 and pool.find([2, 3, 4]) is None  # the oldest went first
+    big = NgramIndex()
+    big.extend(range(101))
+    pool.add(big)  # larger than the whole pool: not kept
+    assert pool.find([10, 11]) is None
+    off = DraftPool(max_sequences=0)
+    off.add(earlier)
+    assert len(off) == 0
 
 
-def test_costly_drafts_pause_while_they_do_not_pay_off_and_are_tried_again_later() -> None:
-    length = DraftLength(max_draft=8, length=8, draft_cost=0.75, kept=1.0, rejected=1.0)
-    assert length.allowed() == 0 and length.pause == 2  # an acceptance of 0.5 does not pay
-    assert [length.allowed() for _ in range(2)] == [0, 0]
-    assert length.allowed() == 2  # the probe after the pause drafts a little anyway
-    length.update(2, 0)
-    assert length.allowed() == 0 and length.pause == 4  # still not worth it: a longer pause
-    assert [length.allowed() for _ in range(4)] == [0, 0, 0, 0]
-    assert length.allowed() == 1  # no longer than the last rejection left the draft length
-    for _ in range(4):
-        length.update(8, 8)  # drafts that stood in full
-    assert length.acceptance > 0.95
-    assert 1 <= length.allowed() < 8  # shorter than allowed: the last tokens would cost more than they save
-    free = DraftLength(max_draft=8, length=8, kept=1.0, rejected=1.0)
-    assert free.allowed() == 8  # no cost given: the acceptance alone never stops a draft
-    assert drafts_can_pay(0.0, 8) and drafts_can_pay(0.75, 8)
-    assert not drafts_can_pay(0.99, 8)  # 9 tokens a step at best, for 8.9 steps' time
-    hopeless = DraftLength(max_draft=8, length=8, draft_cost=0.99, kept=100.0, rejected=0.0)
-    assert [hopeless.allowed() for _ in range(200)] == [0] * 200  # not even a probe
-    assert log_draft_cost(0.99, 9, 8).endswith(
-        "(timed with 9 tokens): drafts cannot pay off here, none are made"
-    )
-    assert log_draft_cost(0.4, 9, 8).endswith("costs 0.40 of a one-token step (timed with 9 tokens)")
+def test_a_cost_curve_interpolates_its_timed_points_and_extends_the_last_slope() -> None:
+    curve = CostCurve([(1, 0.008), (2, 0.014), (4, 0.02), (8, 0.028)])
+    assert curve(1) == 1.0 and curve(2) == pytest.approx(1.75)
+    assert curve(3) == pytest.approx(2.125)  # halfway between 2 and 4 tokens
+    assert curve(12) == pytest.approx(3.5 + 4 * 0.25)  # past the last point: its segment's slope
+    assert CostCurve.linear(0.0)(50) == 1.0 and CostCurve.linear(0.5)(5) == 3.0
+    with pytest.raises(ValueError, match="one-token step"):
+        CostCurve([(2, 0.01)])
+
+
+def test_drafts_are_as_long_as_pays_off_on_the_cost_curve() -> None:
+    free = CostCurve.linear(0.0)
+    assert best_draft(0.5, 8, free)[0] == 8  # free draft tokens: as long as allowed
+    steep = CostCurve([(1, 1.0), (2, 1.8), (4, 2.4), (8, 3.5), (16, 6.5), (32, 12.4), (64, 24.0)])
+    assert best_draft(0.3, 64, steep) == (0, 0.0)  # a guess that rarely stands costs more than it saves
+    assert best_draft(0.6, 64, steep)[0] == 0  # 60 % does not pay for what the first draft tokens cost
+    length, gain = best_draft(0.99, 64, steep)
+    assert length >= 12 and gain == pytest.approx(sum(0.99**k for k in range(1, length + 1)))
+    assert 4 <= best_draft(0.95, 64, steep)[0] < length  # fewer tokens expected to stand: shorter
+    # a step that already carries 8 decoding sequences: a draft must beat their rate, not one token's,
+    # and costs about a step of its own (llama.cpp splits unequal sequences into micro-batches)
+    assert steep.step(8, 16) == steep(8) + steep(16) and steep.step(1, 16) == steep(17)
+    assert best_draft(0.95, 64, steep, sequences=8, expected=8.0)[0] == 0
+    assert best_draft(0.95, 64, steep, sequences=2, expected=2.0)[0] > 0  # two: still worth it
+    assert drafts_can_pay(steep, 64) and not drafts_can_pay(CostCurve.linear(1.0), 64)
+    assert log_cost_curve(CostCurve.linear(1.0), 8).endswith("drafts cannot pay off here, none are made")
+    assert "2: 1.80, 4: 2.40" in log_cost_curve(steep, 64)
+
+
+def test_draft_length_blends_the_match_estimate_with_the_sequences_own_drafts() -> None:
+    length = DraftLength(max_draft=64)
+    free = CostCurve.linear(0.0)
+    assert length.choose(64, 0.9, free) == (FIRST_DRAFT_CAP, pytest.approx(sum(0.9**k for k in range(1, 9))))
+    length.update(8, 8)
+    assert length.cap == 16 and length.acceptance(0.5) == pytest.approx((8 + 2) / (8 + 4))
+    length.update(16, 16)
+    length.update(32, 32)
+    assert length.cap == 64 and length.choose(100, 0.5, free)[0] == 64
+    length.update(64, 3)  # cut short: back to twice the accepted run, at least the first cap
+    assert length.cap == FIRST_DRAFT_CAP
+    length.update(8, 6)
+    assert length.cap == 12
+    assert length.choose(0, 0.9, free) == (0, 0.0)
+    steep = CostCurve([(1, 1.0), (2, 1.8), (4, 2.4), (8, 3.5), (16, 6.5), (32, 12.4), (64, 24.0)])
+    failing = DraftLength()
+    for _ in range(5):
+        failing.update(4, 0)
+    assert failing.choose(64, 0.95, steep)[0] == 0  # its drafts keep failing: none, whatever the match
+    for _ in range(30):
+        failing.rest()  # steps without drafts fade that record
+    assert failing.choose(64, 0.95, steep)[0] > 0  # a long match drafts again
+    assert failing.choose(64, 0.3, steep)[0] == 0  # a short one still does not
+
+
+def test_the_match_estimate_starts_from_its_prior_and_follows_the_drafts() -> None:
+    table = MatchAcceptance()
+    assert table.estimate(2) < table.estimate(4) < table.estimate(16) < table.estimate(MAX_MATCH)
+    assert table.bucket(1) == table.bucket(2) == 0 and table.bucket(7) == table.bucket(4)
+    before = table.estimate(2)
+    for _ in range(20):
+        table.update(2, 8, 8)
+    assert table.estimate(2) > 0.95 > before and table.estimate(3) == MatchAcceptance().estimate(3)
+    for _ in range(100):
+        table.update(2, 8, 0)  # then drafts that all fail at their first token
+    assert table.estimate(2) < 0.1
 
 
 def test_counters_follow_vllms_terms() -> None:
@@ -244,7 +303,7 @@ def _decoding(scheduler: Scheduler[None], n: int) -> list[SequenceState[None]]:
 def test_plan_appends_drafts_within_the_step_budget() -> None:
     scheduler: Scheduler[None] = Scheduler(max_running=4, max_waiting=4, prompt_chunk=64, batch_size=64)
     _decoding(scheduler, 3)
-    entries = scheduler.plan(lambda seq, limit: [9] * min(limit, 4), max_speculating=4, draft_budget=6)
+    entries = scheduler.plan(lambda seq, step: [9] * min(step.left, 4), max_speculating=4, draft_budget=6)
     assert [(list(e.tokens), e.drafted, e.start_pos) for e in entries] == [
         ([7, 9, 9, 9, 9], 4, 3),
         ([7, 9, 9], 2, 3),
@@ -252,6 +311,15 @@ def test_plan_appends_drafts_within_the_step_budget() -> None:
     ]
     plain = scheduler.plan()
     assert [e.drafted for e in plain] == [0, 0, 0]
+    seen: list[tuple[int, float, int]] = []
+
+    def propose(seq: SequenceState[None], step: DraftStep) -> list[int]:
+        seen.append((step.sequences + step.drafted, step.expected, step.left))
+        step.expected += 1.5  # what the proposer expects its two draft tokens to add
+        return [9, 9]
+
+    scheduler.plan(propose, max_speculating=4, draft_budget=6)
+    assert seen == [(3, 3.0, 6), (5, 4.5, 4), (7, 6.0, 2)]  # each sees the drafts planned before it
 
 
 def test_plan_drafts_nothing_when_many_sequences_decode() -> None:
@@ -259,8 +327,8 @@ def test_plan_drafts_nothing_when_many_sequences_decode() -> None:
     _decoding(scheduler, 5)
     asked: list[int] = []
 
-    def propose(seq: SequenceState[None], limit: int) -> list[int]:
-        asked.append(limit)
+    def propose(seq: SequenceState[None], step: DraftStep) -> list[int]:
+        asked.append(step.left)
         return [9]
 
     entries = scheduler.plan(propose, max_speculating=4, draft_budget=16)
@@ -273,7 +341,7 @@ def test_prompt_chunks_leave_room_for_drafts() -> None:
     long_prompt = SequenceState("long", list(range(100)), None)
     scheduler.submit(long_prompt)
     scheduler.admit(lambda s: None)
-    entries = scheduler.plan(lambda seq, limit: [9] * limit, max_speculating=4, draft_budget=8)
+    entries = scheduler.plan(lambda seq, step: [9] * step.left, max_speculating=4, draft_budget=8)
     assert sum(len(e.tokens) for e in entries) <= 12
     assert entries[0].drafted == 8 and len(entries[1].tokens) == 12 - 9
 
@@ -466,6 +534,23 @@ async def test_opted_out_requests_do_not_speculate(engine: LlamaCppEngine) -> No
     assert engine.spec.snapshot()[0] == before
 
 
+@pytest.mark.slow
+async def test_a_repeated_request_drafts_the_earlier_reply_from_the_pool(engine: LlamaCppEngine) -> None:
+    prompt = chat(engine, "Name three colours of the rainbow, then three fruits. [pool]")
+    await warm(engine, prompt)
+    first = await run(engine, prompt, greedy(32))
+    drafts, _, kept, _ = engine.spec.snapshot()
+    again = await run(engine, prompt, greedy(32))
+    assert ids(again) == ids(first)
+    drafts_after, _, kept_after, _ = engine.spec.snapshot()
+    # the earlier reply is the draft and stands in full: each token but the first (from the prompt's
+    # step) and one per verification step (the model's own, after the draft) comes from it
+    steps = drafts_after - drafts
+    assert 1 <= steps <= 4 and kept_after - kept == len(ids(first)) - 1 - steps
+    no_pool = LlamaCppEngine(dataclasses.replace(engine.settings, prefix_cache=False))
+    assert no_pool._pool.max_sequences == 0  # no prefix cache: no drafting from other requests either
+
+
 def sampled(max_tokens: int = 48, **change: Any) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0.7, top_p=0.95, top_k=40, **change)
 
@@ -562,7 +647,21 @@ async def test_greedy_requests_with_a_sampler_chain_are_identical_with_and_witho
 
 
 @pytest.mark.slow
-async def test_the_draft_cost_is_measured_at_load_and_leaves_the_cache_empty() -> None:
+async def test_the_cost_curve_is_timed_on_the_decode_thread_and_leaves_the_cache_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every decode runs on the decode thread: a decode on another thread (the loading one, say)
+    leaves llama.cpp's CPU worker team of that thread behind, which slowed every later step 1.5-2.5x."""
+    import llama_cpp
+
+    threads: set[str] = set()
+    real_decode = llama_cpp.llama_decode
+
+    def decode(ctx: Any, batch: Any) -> int:
+        threads.add(__import__("threading").current_thread().name)
+        return int(real_decode(ctx, batch))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
     eng = LlamaCppEngine(
         LlamaCppSettings(
             model_path=embedded_gguf_path(), n_ctx=2 * 256, max_running=2, threads=1, speculative="ngram"
@@ -570,20 +669,27 @@ async def test_the_draft_cost_is_measured_at_load_and_leaves_the_cache_empty() -
     )
     await eng.start()
     try:
-        assert 0.0 < eng.draft_cost < 10.0  # a draft token always costs some decode time
+        points = eng.cost_curve.points
+        assert [n for n, _ in points] == [1, 2, 4, 8, 16, 32, 64, 65]
+        assert points[-1][1] > points[0][1] == 1.0  # 65 tokens take longer than one
         prompt = chat(eng, PROMPTS["copy"])
         spec = await run(eng, prompt, greedy(12))
         plain = await run(eng, prompt, greedy(12, speculative=False))
         assert ids(spec) == ids(plain) and len(ids(spec)) == 12
+        await wait_until(lambda: bool(cached_slots(eng)) and eng.stats().running == 0)
+        assert kv_matches_bookkeeping(eng, 0) and kv_matches_bookkeeping(eng, 1)
     finally:
         await eng.stop()
-    off = LlamaCppEngine(LlamaCppSettings(model_path=embedded_gguf_path(), n_ctx=256, max_running=1))
-    assert off.draft_cost == 0.0  # nothing is measured for an engine that does not speculate
+    assert threads == {"llamacpp-decode"}
+    off = LlamaCppEngine(
+        LlamaCppSettings(model_path=embedded_gguf_path(), n_ctx=256, max_running=1, speculative="off")
+    )
+    assert off.cost_curve(64) == 1.0  # nothing is timed for an engine that does not speculate
 
 
 def test_every_position_a_draft_can_reach_has_an_acceptance_counter() -> None:
     settings = LlamaCppSettings(model_path=__import__("pathlib").Path("x.gguf"), speculative="ngram")
-    for max_draft, positions in ((12, 12), (3, 3), (64, 16)):  # a step carries 16 draft tokens at most
+    for max_draft, positions in ((12, 12), (3, 3), (100, 64)):  # a step carries 64 draft tokens at most
         eng = LlamaCppEngine(dataclasses.replace(settings, max_draft=max_draft))
         assert len(eng.spec.snapshot()[3]) == positions
 
@@ -635,13 +741,13 @@ def spec_log() -> Iterator[logging.Logger]:
 @pytest.mark.parametrize(
     ("argv", "mode"),
     [
-        pytest.param(["kaito", "serve"], "off", id="kaito-default"),
-        pytest.param(["kaito", "serve", "--speculative", "ngram"], "ngram", id="kaito-ngram"),
-        pytest.param(["pykaito-runtime", "llamacpp", "--model", "embedded"], "off", id="runtime-default"),
+        pytest.param(["kaito", "serve"], "ngram", id="kaito-default"),
+        pytest.param(["kaito", "serve", "--speculative", "off"], "off", id="kaito-off"),
+        pytest.param(["pykaito-runtime", "llamacpp", "--model", "embedded"], "ngram", id="runtime-default"),
         pytest.param(
-            ["pykaito-runtime", "llamacpp", "--model", "embedded", "--speculative", "ngram"],
-            "ngram",
-            id="runtime-ngram",
+            ["pykaito-runtime", "llamacpp", "--model", "embedded", "--speculative", "off"],
+            "off",
+            id="runtime-off",
         ),
     ],
 )

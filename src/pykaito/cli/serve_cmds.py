@@ -87,12 +87,12 @@ def serve(
     speculative: Annotated[
         Speculative,
         typer.Option(
-            help="ngram: requests also verify draft tokens copied from their own prompt and output, "
-            "several tokens per step where the text repeats it; greedy output is the same and sampled "
-            "output keeps its distribution. off: one token per step. A request opts out with "
-            '"speculative": false.',
+            help="ngram: requests also verify draft tokens copied from their own prompt and output "
+            "and from earlier replies, several tokens per step where the text repeats; greedy output "
+            "is the same and sampled output keeps its distribution. off: one token per step. A "
+            'request opts out with "speculative": false.',
         ),
-    ] = Speculative.off,
+    ] = Speculative.ngram,
     chat_template_file: Annotated[
         Path | None,
         typer.Option(

@@ -106,10 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     llama.add_argument(
         "--speculative",
         choices=("off", "ngram"),
-        default="off",
-        help="ngram: requests also verify draft tokens copied from their own prompt and output, "
-        "several tokens per step where text repeats (greedy output is the same, sampled output keeps "
-        "its distribution); off (default): never",
+        default="ngram",
+        help="ngram (default): requests also verify draft tokens copied from their own prompt and "
+        "output and from earlier replies, several tokens per step where text repeats (greedy output "
+        "is the same, sampled output keeps its distribution); off: one token per step",
     )
     llama.add_argument(
         "--no-prefix-cache",

@@ -23,9 +23,11 @@ lock, for finalizers: a ``__del__`` may run on a thread that holds the lock). Ru
   short prompt is not queued behind a long one;
 - prefix caching: a finished sequence leaves its tokens in its slot's KV cache; a new sequence
   takes the free slot whose cached tokens share the longest prefix with its prompt and starts
-  after that prefix (``prepare`` trims the rest of the slot's cache). The lowest free slot is
-  left for another only when that saves at least ``MIN_PREFIX_GAIN`` more tokens, and at least
-  one prompt token is always computed, since its logits give the first new token;
+  after that prefix (``prepare`` trims the rest of the slot's cache); a prompt that shares little
+  with any slot goes where it overwrites the least (an empty slot before another conversation's),
+  so several conversations stay cached. The lowest free slot is left for another only when that
+  is worth at least ``MIN_PREFIX_GAIN`` more tokens, and at least one prompt token is always
+  computed, since its logits give the first new token;
 - holes are closed: when a sequence between others finishes and nobody takes its slot, the
   one in the highest slot moves down into it, so one decode step stays one micro-batch.
 """
@@ -45,6 +47,7 @@ from pykaito.errors import QueueFullError
 T = TypeVar("T")
 
 MIN_PREFIX_GAIN = 16  # tokens of extra cached prefix worth leaving the running slots with a hole
+EVICTION_WEIGHT = 0.5  # what overwriting a cached token costs, against reusing one
 
 _arrivals = itertools.count()
 
@@ -112,7 +115,23 @@ class StepEntry(Generic[T]):
     )
 
 
-Propose = Callable[[SequenceState[T], int], Sequence[int]]
+@dataclass
+class DraftStep:
+    """What a step being planned holds so far, for ``Propose`` to size a draft against.
+
+    ``sequences``: decoding sequences (a next token each); ``drafted``: draft tokens planned so
+    far; ``left``: draft tokens the step may still carry (the scheduler keeps these three);
+    ``expected``: generated tokens it is expected to yield, one per decoding sequence plus what
+    ``Propose`` adds for the draft tokens it expects to stand.
+    """
+
+    sequences: int
+    drafted: int
+    expected: float
+    left: int
+
+
+Propose = Callable[[SequenceState[T], DraftStep], Sequence[int]]
 
 
 class Scheduler(Generic[T]):
@@ -309,15 +328,26 @@ class Scheduler(Generic[T]):
             return list(self._cache.get(slot, ()))
 
     def _pick_slot(self, prompt: Sequence[int]) -> tuple[int, int]:
-        """The free slot for ``prompt`` and how many of its tokens that slot has cached already."""
+        """The free slot for ``prompt`` and how many of its tokens that slot has cached already.
+
+        A slot's worth is the prompt tokens it has cached, less ``EVICTION_WEIGHT`` for each cached
+        token the prompt would overwrite (another conversation's, which its next turn would reuse).
+        The lowest free slot wins unless another is worth ``MIN_PREFIX_GAIN`` more.
+        """
         tokens = list(prompt)
-        lowest = self._free[0]
-        best, best_reuse = lowest, self._reusable(lowest, tokens)
-        threshold = best_reuse + MIN_PREFIX_GAIN
-        for slot in sorted(self._free):
+
+        def worth(slot: int) -> tuple[float, int]:
             reuse = self._reusable(slot, tokens)
-            if reuse >= threshold and reuse > best_reuse:
-                best, best_reuse = slot, reuse
+            return reuse - EVICTION_WEIGHT * (len(self._cache.get(slot) or ()) - reuse), reuse
+
+        lowest = self._free[0]
+        best = lowest
+        best_worth, best_reuse = worth(lowest)
+        threshold = best_worth + MIN_PREFIX_GAIN
+        for slot in sorted(self._free):
+            value, reuse = worth(slot)
+            if value >= threshold and value > best_worth:
+                best, best_worth, best_reuse = slot, value, reuse
         return best, best_reuse
 
     def _reusable(self, slot: int, prompt: list[int]) -> int:
@@ -337,8 +367,9 @@ class Scheduler(Generic[T]):
         """The next decode step: one token per decoding sequence, then a share of prompt tokens.
 
         With ``propose``, while at most ``max_speculating`` sequences decode, each may add draft
-        tokens after its next token: ``propose(seq, limit)`` returns at most ``limit`` of them,
-        and the step carries at most ``draft_budget`` in all (within the batch size).
+        tokens after its next token: ``propose(seq, step)`` returns at most ``step.left`` of them
+        and adds the tokens it expects to stand to ``step.expected``; the step carries at most
+        ``draft_budget`` in all (within the batch size).
         """
         with self._lock:
             running = list(self._running.values())
@@ -347,13 +378,15 @@ class Scheduler(Generic[T]):
         prefilling = [seq for seq in running if seq.next_token is None and seq.prompt_left > 0]
         speculate = propose is not None and len(decoding) <= max_speculating
         drafts_left = min(draft_budget, self.batch_size - len(decoding) - 1) if speculate else 0
+        step = DraftStep(len(decoding), 0, float(len(decoding)), drafts_left)
         used = 0
         for seq in decoding:
             assert seq.next_token is not None
             draft: Sequence[int] = ()
-            if drafts_left > 0 and propose is not None:
-                draft = propose(seq, drafts_left)[:drafts_left]
-                drafts_left -= len(draft)
+            if step.left > 0 and propose is not None:
+                draft = propose(seq, step)[: step.left]
+                step.drafted += len(draft)
+                step.left -= len(draft)
             entries.append(StepEntry(seq, (seq.next_token, *draft), seq.n_past, True, len(draft)))
             used += 1 + len(draft)
         budget = min(self.prompt_chunk, self.batch_size - used)

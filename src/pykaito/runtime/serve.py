@@ -99,7 +99,7 @@ def llamacpp_engine(
     ctx_size: int = 0,
     prefix_cache: bool = True,
     chat_template_file: Path | None = None,
-    speculative: str = "off",
+    speculative: str = "ngram",
 ) -> LlamaCppEngine:
     """The llama.cpp engine for a GGUF file, with the flags of ``kaito serve`` and ``pykaito-runtime``.
 

@@ -12,9 +12,12 @@ One dedicated thread owns the llama.cpp context and runs the decode loop:
         speculative sampling rule (``pykaito.runtime.speculative``)
     hand the new text to each request's asyncio queue (a LoopWaker post, once per loop)
 
-llama.cpp releases the GIL while it computes, so the event loop stays responsive. The
-scheduling rules live in ``pykaito.runtime.scheduler`` and stop-string handling in
-``pykaito.runtime.text``; this module is the llama.cpp edge.
+llama.cpp releases the GIL while it computes, so the event loop stays responsive. Every decode
+runs on the decode thread, the timing of verification steps at start-up included: llama.cpp's CPU
+backend keeps a team of worker threads for each thread that decodes, and a second team slows
+every step. The scheduling rules live in ``pykaito.runtime.scheduler``, the drafts' in
+``pykaito.runtime.speculative`` and stop-string handling in ``pykaito.runtime.text``; this module
+is the llama.cpp edge.
 
 Each delta's ``token_ids`` lists the tokens generated since the previous delta (text held
 back for a possible stop string or an incomplete character is sent with a later delta),
@@ -55,21 +58,24 @@ from pykaito.runtime.engines.llamacpp_native import (
     NativeBatch,
     build_sampler,
     is_plain_greedy,
-    measure_draft_cost,
+    measure_cost_curve,
     request_rng,
 )
 from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
-from pykaito.runtime.scheduler import Scheduler, SequenceState, StepEntry
+from pykaito.runtime.scheduler import DraftStep, Scheduler, SequenceState, StepEntry
 from pykaito.runtime.speculative import (
     MAX_DRAFT,
     MAX_SPECULATING,
     STEP_DRAFT_BUDGET,
     AcceptanceLog,
+    CostCurve,
     DraftLength,
+    DraftPool,
+    MatchAcceptance,
     NgramIndex,
     SpecCounters,
     accept_or_resample,
-    log_draft_cost,
+    log_cost_curve,
     sampling_probs,
 )
 from pykaito.runtime.text import TextStream
@@ -112,10 +118,11 @@ class LlamaCppSettings:
     prefix_cache: bool = True  # reuse a finished request's KV cache for a prompt that starts alike
     served_model_name: str = ""  # "" = the file name without .gguf
     chat_template: str = ""  # a Jinja chat template to use instead of the GGUF's (tokenizer.chat_template)
-    speculative: str = "off"  # "ngram": requests verify drafts from their own n-grams
+    speculative: str = "ngram"  # requests verify drafts from their own and earlier requests' tokens; "off"
     max_draft: int = MAX_DRAFT  # draft tokens per sequence and step, at most
-    # a draft token's share of a one-token step's decode time, which decides whether drafts pay
-    # for themselves; None: measured when the model loads; 0: drafts are taken as free
+    # what a draft token adds to a step's decode time, which decides how long drafts pay for
+    # themselves; None: steps of 1 to max_draft + 1 tokens are timed when the model loads;
+    # a number: each token after the first costs that share of a one-token step (0: free)
     draft_cost: float | None = None
 
     @property
@@ -233,8 +240,13 @@ class LlamaCppEngine:
         self.moves = 0  # sequences moved to a lower slot to keep the running slots contiguous
         # one per-position counter for each position a draft can reach (the step's budget caps a draft)
         self.spec = SpecCounters(accepted_per_pos=[0] * max(1, min(settings.max_draft, STEP_DRAFT_BUDGET)))
-        self.draft_cost = settings.draft_cost or 0.0  # measured at load unless the settings give it
+        # a step's decode time by its token count: measured at load unless the settings give a cost
+        self.cost_curve = CostCurve.linear(settings.draft_cost or 0.0)
         self._acceptance_log = AcceptanceLog(self.spec)
+        self._match_acceptance = MatchAcceptance()  # decode thread only
+        # finished requests' tokens, drafted from by later ones; off with the prefix cache, since a
+        # repeated request then decodes faster than a new one, as a cached prefix makes it start sooner
+        self._pool = DraftPool() if settings.prefix_cache else DraftPool(max_sequences=0)
 
     # -- Engine protocol -------------------------------------------------------------------
 
@@ -360,7 +372,7 @@ class LlamaCppEngine:
             asyncio.Queue(),
             greedy,
             ngrams=NgramIndex() if speculate else None,
-            draft_length=DraftLength(max_draft=self.settings.max_draft, draft_cost=self.draft_cost),
+            draft_length=DraftLength(max_draft=self.settings.max_draft),
             rng=request_rng(params) if speculate and not greedy else None,
         )
         seq: _Seq = SequenceState(request.request_id, list(request.prompt_tokens), payload)
@@ -499,19 +511,21 @@ class LlamaCppEngine:
         self._memory = lib.llama_get_memory(ctx)
         self._n_ctx_seq = lib.llama_n_ctx_seq(ctx)
         self._load_template()
-        if self.settings.speculative != "off" and self.settings.draft_cost is None:
-            self._measure_draft_cost()
 
-    def _measure_draft_cost(self) -> None:
-        """How much decode time a draft token costs here, so drafts run only where they pay off."""
-        draft = max(1, min(self.settings.max_draft, STEP_DRAFT_BUDGET))
+    def _measure_cost_curve(self) -> None:
+        """How long steps of 1 to ``max_draft + 1`` tokens decode here, so drafts run only where they pay.
+
+        Run on the decode thread: llama.cpp's CPU backend keeps a team of worker threads for each
+        thread that decodes, and a team left behind by another thread slows every later step.
+        """
+        longest = max(1, min(self.settings.max_draft, STEP_DRAFT_BUDGET)) + 1
         token = max(0, self._lib.llama_vocab_bos(self._vocab))
-        cost = measure_draft_cost(self._lib, self._ctx, self._memory, draft, token)
-        if cost is None:
+        points = measure_cost_curve(self._lib, self._ctx, self._memory, longest, token)
+        if points is None:
             log.warning("could not time a verification step: drafts are taken as free")
             return
-        self.draft_cost = cost
-        log_draft_cost(cost, draft + 1, self.settings.max_draft)
+        self.cost_curve = CostCurve(points)
+        log_cost_curve(self.cost_curve, self.settings.max_draft)
 
     def _install_log_callback(self) -> None:
         lib = self._lib
@@ -597,6 +611,8 @@ class LlamaCppEngine:
     def _run(self) -> None:
         scheduler = self._scheduler
         try:
+            if self.settings.speculative != "off" and self.settings.draft_cost is None:
+                self._measure_cost_curve()
             while scheduler.wait_for_work(0.5) or self._accepting:
                 scheduler.admit(self._release, self._move, self._prepare)
                 entries = scheduler.plan(
@@ -624,7 +640,7 @@ class LlamaCppEngine:
                 self._fail(entry.seq, EngineError(f"llama_decode failed with status {rc}"))
             return
         outbox: _Outbox = {}
-        best = self._argmax_rows(entries, outputs)
+        rows = self._logits_rows(entries, outputs)
         row = 0
         for entry, index in zip(entries, outputs, strict=True):
             seq = entry.seq
@@ -632,36 +648,68 @@ class LlamaCppEngine:
                 seq.n_past += len(entry.tokens)
                 continue
             if entry.drafted:
-                self._verify(entry, index, best, row, outbox)
+                self._verify(entry, index, rows, row, outbox)
             else:
                 seq.n_past += len(entry.tokens)
                 if not seq.cancelled:
-                    token = int(best[row]) if seq.payload.greedy and best is not None else None
+                    token = int(rows[row].argmax()) if seq.payload.greedy and rows is not None else None
                     self._sample(seq, index, token, outbox)
             row += 1 + entry.drafted
         self._deliver_all(outbox)
 
-    def _propose(self, seq: _Seq, limit: int) -> list[int]:
-        """Draft tokens for a sequence: what followed the last occurrence of its latest n-gram."""
+    def _propose(self, seq: _Seq, step: DraftStep) -> list[int]:
+        """Draft tokens for a sequence: what followed the longest earlier match of its latest tokens.
+
+        The match is looked up in the sequence's own tokens and in recently finished requests'
+        (the pool); the longer wins. The draft is as long as the sequence's ``DraftLength``
+        expects to pay off on this step, given the match's length and the step's tokens so far.
+        """
         req = seq.payload
         ngrams = req.ngrams
         if ngrams is None or seq.cancelled:
             return []
-        room = min(req.params.max_tokens - req.n_generated - 1, self._n_ctx_seq - seq.n_past - 2)
-        limit = min(limit, room)
-        if limit <= 0:
+        if step.sequences > 1 and step.drafted:
+            # llama.cpp decodes a step whose sequences bring unequal token counts as several
+            # micro-batches, one more for each other draft length: one draft a step keeps it at two
             return []
-        limit = min(limit, req.draft_length.allowed())
-        if limit <= 0:
+        room = min(step.left, req.params.max_tokens - req.n_generated - 1, self._n_ctx_seq - seq.n_past - 2)
+        if room <= 0:
             return []
+        self._sync_ngrams(seq)
+        source, found = ngrams, ngrams.find(ngrams.tokens)
+        # A seeded sampled request drafts from its own tokens with fixed priors only: its drafts,
+        # and so the random numbers its checks draw, then depend on nothing other requests did,
+        # and the same seed repeats the reply.
+        seeded = req.rng is not None and req.params.seed is not None
+        pooled = None if seeded else self._pool.find(ngrams.tokens, longer_than=found[1] if found else 0)
+        if pooled is not None:
+            source, found = pooled[0], pooled[1:]
+        if found is None:
+            req.draft_length.rest()
+            return []
+        start, match = found
+        prior = MatchAcceptance.prior(match) if seeded else self._match_acceptance.estimate(match)
+        length, gain = req.draft_length.choose(
+            room, prior, self.cost_curve, (step.sequences, step.drafted, step.expected), match
+        )
+        if length <= 0:
+            req.draft_length.rest()
+            return []
+        req.draft_length.match = match
+        step.expected += gain
+        return source.continuation(start, length)
+
+    def _sync_ngrams(self, seq: _Seq) -> None:
+        """Bring the sequence's n-gram index up to its prompt and the tokens generated so far."""
+        ngrams = seq.payload.ngrams
+        assert ngrams is not None
         n_prompt, have = len(seq.prompt), len(ngrams.tokens)
         if have < n_prompt:
             ngrams.extend(seq.prompt[have:])
             have = n_prompt
         ngrams.extend(seq.generated[have - n_prompt :])
-        return ngrams.draft(limit)
 
-    def _verify(self, entry: StepEntry[_Request], index: int, best: Any, row: int, outbox: _Outbox) -> None:
+    def _verify(self, entry: StepEntry[_Request], index: int, rows: Any, row: int, outbox: _Outbox) -> None:
         """Keep the draft's longest prefix the request's own decoding confirms, and its token after it.
 
         Logits row ``row + i`` follows the step's token ``i``. For a plain greedy request its
@@ -680,7 +728,7 @@ class LlamaCppEngine:
             text, finish = "", None
             for i in range(entry.drafted + 1):
                 proposed = draft[i] if i < entry.drafted else None
-                token = int(best[row + i]) if req.greedy else self._pick(req, index + i, proposed)
+                token = int(rows[row + i].argmax()) if req.greedy else self._pick(req, index + i, proposed)
                 piece, finish = self._take(seq, index + i, token)
                 text += piece
                 if finish is not None or proposed is None or token != proposed:
@@ -689,6 +737,7 @@ class LlamaCppEngine:
                 accepted += 1
             self._emit(seq, text, finish, outbox)
             req.draft_length.update(entry.drafted, accepted)
+            self._match_acceptance.update(req.draft_length.match, entry.drafted, accepted)
             self.spec.record(entry.drafted, accepted)
         if seq.n_past < entry.start_pos + len(entry.tokens):
             self._lib.llama_memory_seq_rm(self._memory, seq.slot, seq.n_past, -1)
@@ -711,13 +760,12 @@ class LlamaCppEngine:
         lib.llama_sampler_accept(req.sampler, token)
         return token
 
-    def _argmax_rows(self, entries: list[StepEntry[_Request]], outputs: list[int]) -> Any:
-        """The most likely token of every logits row of the last step, if a greedy request wants one."""
+    def _logits_rows(self, entries: list[StepEntry[_Request]], outputs: list[int]) -> Any:
+        """The last step's logits, one row per output, if a greedy request takes its argmax; else None."""
         if not any(i >= 0 and e.seq.payload.greedy for e, i in zip(entries, outputs, strict=True)):
             return None
         n_rows = sum(1 + e.drafted for e, i in zip(entries, outputs, strict=True) if i >= 0)
-        logits = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(n_rows, self._n_vocab))
-        return logits.argmax(axis=1)
+        return np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(n_rows, self._n_vocab))
 
     def _sample(self, seq: _Seq, index: int, token: int | None, outbox: _Outbox) -> None:
         """Take the step's token for ``seq`` (``token``, or one its sampler draws) and pass on its text."""
@@ -748,6 +796,10 @@ class LlamaCppEngine:
         if finish is not None:
             seq.next_token = None
             self._scheduler.finish(seq)
+            if req.ngrams is not None:
+                self._sync_ngrams(seq)
+                self._pool.add(req.ngrams)
+                req.ngrams = None
         return text, finish
 
     def _emit(self, seq: _Seq, text: str, finish: FinishReason | None, outbox: _Outbox) -> None:

@@ -85,16 +85,20 @@ def request_rng(params: SamplingParams) -> np.random.Generator:
     return np.random.default_rng(None if seed in (None, LLAMA_DEFAULT_SEED) else seed)
 
 
-def measure_draft_cost(
-    lib: Any, ctx: Any, memory: Any, draft: int, token: int, reps: int = 3
-) -> float | None:
-    """A draft token's share of the decode time of a one-token step, timed on an idle context.
+COST_SIZES = (1, 2, 4, 8, 16, 32, 64)  # step sizes timed for the cost curve, up to the longest asked
 
-    Decodes one token and ``draft + 1`` tokens (logits for each, as a verification wants) on
-    sequence 0, several times each, and compares the fastest of each (the least disturbed by
-    other work on the machine); sequence 0 is left empty. None if llama.cpp refuses a decode.
+
+def measure_cost_curve(
+    lib: Any, ctx: Any, memory: Any, longest: int, token: int, reps: int = 2
+) -> list[tuple[int, float]] | None:
+    """Decode times (seconds) of steps of 1, 2, 4, ... ``longest`` tokens, timed on an idle context.
+
+    Each step wants logits for every token, as a verification does, and runs on sequence 0,
+    which is left empty; the fastest of ``reps`` runs counts (the least disturbed by other work
+    on the machine). None if llama.cpp refuses a decode.
     """
-    batch = lib.llama_batch_init(draft + 1, 0, 1)
+    sizes = sorted({n for n in COST_SIZES if n < longest} | {longest})
+    batch = lib.llama_batch_init(longest, 0, 1)
 
     def timed(n: int) -> float | None:
         batch.n_tokens = n
@@ -110,18 +114,18 @@ def measure_draft_cost(
         lib.llama_memory_seq_rm(memory, 0, -1, -1)
         return elapsed if rc == 0 else None
 
+    points: list[tuple[int, float]] = []
     try:
-        if timed(draft + 1) is None:  # the first decode also warms caches and threads up
+        if timed(longest) is None:  # the first decode also warms caches and threads up
             return None
-        ones = [timed(1) for _ in range(2 * reps)]
-        manys = [timed(draft + 1) for _ in range(reps)]
+        for n in sizes:
+            runs = [t for t in (timed(n) for _ in range(reps)) if t is not None]
+            if not runs:
+                return None
+            points.append((n, min(runs)))
     finally:
         lib.llama_batch_free(batch)
-    one = min((t for t in ones if t is not None), default=None)
-    many = min((t for t in manys if t is not None), default=None)
-    if one is None or many is None or one <= 0:
-        return None
-    return max(0.0, (many - one) / (draft * one))
+    return points
 
 
 class NativeBatch:
