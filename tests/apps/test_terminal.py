@@ -170,8 +170,12 @@ def test_pipe_mode_with_server_down_is_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture
 def slow_server() -> Iterator[str]:
-    """A stand-in that streams 400 words, 20 ms apart: a reply that is surely cut mid-way."""
-    words = tuple(f" word{i}" for i in range(400))
+    """A stand-in that streams 3000 words, 20 ms apart: a reply that is surely cut mid-way.
+
+    A minute of words, so the reply is still streaming when Ctrl-C comes even if a busy machine
+    keeps the test from reading the first words for several seconds.
+    """
+    words = tuple(f" word{i}" for i in range(3000))
     with standin_server(Behaviour(words=words, delay_s=0.02)) as (url, _):
         yield url
 
@@ -198,7 +202,7 @@ def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(slow_server: str) -> None:
     assert user.content == "talk for a long time"
     assert stopped.finish_reason == "stopped"
     assert stopped.content.startswith(" word0 word1 word2 word3 word4 word5")
-    assert stopped.completion_tokens is not None and 6 <= stopped.completion_tokens < 400
+    assert stopped.completion_tokens is not None and 6 <= stopped.completion_tokens < 3000
     assert (user2.content, short.content, short.finish_reason) == (
         "and now briefly",
         " word0 word1 word2",
@@ -211,7 +215,7 @@ def test_history_survives_kill_9_mid_reply(slow_server: str) -> None:
     try:
         wait_prompt(child)
         ask(child, "Name a colour.")
-        command(child, "/max-tokens 400", "max-tokens = 400")
+        command(child, "/max-tokens 1000", "max-tokens = 1000")
         child.sendline("Talk for a long time.")
         child.expect("word5")
         os.kill(child.pid, signal.SIGKILL)
