@@ -215,7 +215,7 @@ def test_history_survives_kill_9_mid_reply(slow_server: str) -> None:
     try:
         wait_prompt(child)
         ask(child, "Name a colour.")
-        command(child, "/max-tokens 1000", "max-tokens = 1000")
+        command(child, "/max-tokens 400", "max-tokens = 400")
         child.sendline("Talk for a long time.")
         child.expect("word5")
         os.kill(child.pid, signal.SIGKILL)
@@ -248,3 +248,24 @@ def test_history_survives_kill_9_mid_reply(slow_server: str) -> None:
     assert [m.role for m in store.messages(conv.id)] == ["user", "assistant", "user", "user", "assistant"]
     exported = json.loads(to_json(store, conv.id))
     assert exported["messages"][1]["content"] == " word0 word1 word2"
+
+
+def test_ctrl_c_works_when_the_chat_was_started_with_sigint_ignored(slow_server: str) -> None:
+    """A shell without job control starts background programs with SIGINT ignored; the chat restores it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the spawned chat inherits the ignored SIGINT
+    try:
+        child = spawn_chat(slow_server)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        wait_prompt(child)
+        child.sendline("talk for a long time")
+        child.expect("word5")
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        wait_prompt(child)
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -685,7 +686,19 @@ def banner(chat: TerminalChat, health: HealthStatus) -> Text:
     return parts
 
 
+def ctrl_c_stops_replies() -> None:
+    """Let Ctrl-C raise KeyboardInterrupt (which stops a reply) even if the parent ignored SIGINT.
+
+    A program started in the background by a shell without job control (a script's ``cmd &``, some
+    CI runners) inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt; the
+    chat on its own terminal still owes its user a working Ctrl-C.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def interactive(chat: TerminalChat, health: HealthStatus) -> int:
+    ctrl_c_stops_replies()
     console = chat.console
     session: PromptSession[str] = PromptSession(
         history=FileHistory(str(data_dir() / INPUT_HISTORY)),
