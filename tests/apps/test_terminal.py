@@ -180,15 +180,20 @@ def slow_server() -> Iterator[str]:
         yield url
 
 
+def stop_a_long_reply(child: pexpect.spawn) -> None:
+    """Ask the stand-in for its long reply and stop it with Ctrl-C once it is streaming."""
+    wait_prompt(child)
+    child.sendline("talk for a long time")
+    child.expect("word5")
+    child.sendintr()
+    child.expect(r"\[stopped\]")
+    wait_prompt(child)
+
+
 def test_ctrl_c_stops_the_reply_and_the_chat_goes_on(slow_server: str) -> None:
     child = spawn_chat(slow_server)
     try:
-        wait_prompt(child)
-        child.sendline("talk for a long time")
-        child.expect("word5")
-        child.sendintr()
-        child.expect(r"\[stopped\]")
-        wait_prompt(child)
+        stop_a_long_reply(child)
         command(child, "/stats", r"tokens: 11 prompt \+ \d+ completion")  # the stopped reply's prompt
         command(child, "/max-tokens 3", "max-tokens = 3")
         ask(child, "and now briefly")
@@ -258,12 +263,7 @@ def test_ctrl_c_works_when_the_chat_was_started_with_sigint_ignored(slow_server:
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        wait_prompt(child)
-        child.sendline("talk for a long time")
-        child.expect("word5")
-        child.sendintr()
-        child.expect(r"\[stopped\]")
-        wait_prompt(child)
+        stop_a_long_reply(child)
         child.sendline("/exit")
         child.expect(pexpect.EOF)
     finally:
