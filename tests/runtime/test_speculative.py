@@ -46,6 +46,7 @@ from pykaito.runtime.scheduler import DraftStep, Scheduler, SequenceState
 from pykaito.runtime.speculative import (
     FIRST_DRAFT_CAP,
     MAX_MATCH,
+    TRUSTED_MATCH,
     AcceptanceLog,
     CostCurve,
     DraftLength,
@@ -85,21 +86,27 @@ PROMPTS = {
 # -- the pure pieces ---------------------------------------------------------------------------
 
 
+def draft(index: NgramIndex, limit: int) -> list[int]:
+    """What the engine drafts from a sequence's own tokens: the continuation of its longest match."""
+    found = index.find(index.tokens)
+    return index.continuation(found[0], limit) if found else []
+
+
 def test_the_longest_earlier_suffix_proposes_what_followed_it() -> None:
     index = NgramIndex(min_n=2, max_n=3)
     index.extend([1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2, 3])
     # suffix (1, 2, 3) occurred at the start, followed by 4 5; (2, 3) alone last led to 7
-    assert index.draft(2) == [4, 5]
-    assert index.draft(10) == [4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
-    assert index.draft(0) == []
+    assert draft(index, 2) == [4, 5]
+    assert draft(index, 10) == [4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
+    assert draft(index, 0) == []
 
 
 def test_the_most_recent_occurrence_wins_and_short_suffixes_do_not_draft() -> None:
     index = NgramIndex(min_n=2, max_n=2)
     index.extend([5, 6, 1, 5, 6, 2, 5, 6])
-    assert index.draft(1) == [2]
+    assert draft(index, 1) == [2]
     index.extend([3])
-    assert index.draft(4) == []  # (6, 3) never occurred before; a single token is below min_n
+    assert draft(index, 4) == []  # (6, 3) never occurred before; a single token is below min_n
     with pytest.raises(ValueError, match="min_n"):
         NgramIndex(min_n=3, max_n=2)
 
@@ -188,6 +195,12 @@ def test_draft_length_blends_the_match_estimate_with_the_sequences_own_drafts() 
     length.update(8, 6)
     assert length.cap == 12
     assert length.choose(0, 0.9, free) == (0, 0.0)
+    # a request repeating an earlier one (a match of TRUSTED_MATCH tokens) is not held to the cap
+    assert DraftLength().choose(64, 0.99, free, match=TRUSTED_MATCH)[0] == 64
+    assert DraftLength().choose(64, 0.99, free, match=TRUSTED_MATCH - 1)[0] == FIRST_DRAFT_CAP
+    shared = DraftStep(sequences=2, drafted=0, expected=2.0, left=64)  # another sequence decodes too
+    assert DraftLength().choose(64, 0.5, CostCurve.linear(0.3), shared) == (0, 0.0)
+    assert DraftLength().choose(64, 0.5, CostCurve.linear(0.3))[0] > 0  # alone it would pay
     steep = CostCurve([(1, 1.0), (2, 1.8), (4, 2.4), (8, 3.5), (16, 6.5), (32, 12.4), (64, 24.0)])
     failing = DraftLength()
     for _ in range(5):
@@ -422,9 +435,25 @@ async def test_concurrent_sequences_speculate_in_one_batch_with_identical_output
         *(run(engine, p, greedy(speculative=False), f"p{i}") for i, p in enumerate(prompts))
     )
     before = accepted(engine)
-    spec = await asyncio.gather(*(run(engine, p, greedy(), f"s{i}") for i, p in enumerate(prompts)))
+    drafts_per_shared_step: list[int] = []  # steps where several sequences decode: how many drafted
+    real_step = engine._step
+
+    def step(entries: list[Any]) -> None:
+        decoding = [e for e in entries if e.wants_logits and e.start_pos >= len(e.seq.prompt)]
+        if len(decoding) > 1:
+            drafts_per_shared_step.append(sum(1 for e in decoding if e.drafted))
+        real_step(entries)
+
+    engine._step = step  # type: ignore[method-assign]
+    try:
+        spec = await asyncio.gather(*(run(engine, p, greedy(), f"s{i}") for i, p in enumerate(prompts)))
+    finally:
+        del engine._step
     assert [ids(d) for d in spec] == [ids(d) for d in plain]
     assert accepted(engine) > before
+    # llama.cpp splits a step whose sequences bring unequal token counts into micro-batches: one
+    # draft in a step that several sequences share, never more
+    assert max(drafts_per_shared_step) == 1
 
 
 @pytest.mark.slow

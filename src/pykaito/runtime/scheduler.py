@@ -335,20 +335,15 @@ class Scheduler(Generic[T]):
         The lowest free slot wins unless another is worth ``MIN_PREFIX_GAIN`` more.
         """
         tokens = list(prompt)
-
-        def worth(slot: int) -> tuple[float, int]:
+        worth: dict[int, tuple[float, int]] = {}  # slot: (its worth, the prompt tokens it holds)
+        for slot in self._free:
             reuse = self._reusable(slot, tokens)
-            return reuse - EVICTION_WEIGHT * (len(self._cache.get(slot) or ()) - reuse), reuse
-
+            worth[slot] = (reuse - EVICTION_WEIGHT * (len(self._cache.get(slot) or ()) - reuse), reuse)
         lowest = self._free[0]
-        best = lowest
-        best_worth, best_reuse = worth(lowest)
-        threshold = best_worth + MIN_PREFIX_GAIN
-        for slot in sorted(self._free):
-            value, reuse = worth(slot)
-            if value >= threshold and value > best_worth:
-                best, best_worth, best_reuse = slot, value, reuse
-        return best, best_reuse
+        best = max(worth, key=lambda slot: (worth[slot][0], -slot))
+        if worth[best][0] < worth[lowest][0] + MIN_PREFIX_GAIN:
+            best = lowest
+        return best, worth[best][1]
 
     def _reusable(self, slot: int, prompt: list[int]) -> int:
         """Tokens of ``prompt`` the slot's cache holds, leaving the last prompt token to compute."""

@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pykaito.runtime.engine import SpecDecodeStats
+from pykaito.runtime.scheduler import DraftStep
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class NgramIndex:
                         del seen[0]
             history.append(token)
 
-    def find(self, suffix: Sequence[int], aligned: bool = False) -> tuple[int, int] | None:
+    def find(self, suffix: list[int], aligned: bool = False) -> tuple[int, int] | None:
         """Where the longest suffix of ``suffix`` occurred here: (its follower's index, match length).
 
         The n-gram lookup gives the latest ``OCCURRENCES`` places of the last ``max_n`` (or fewer)
@@ -116,11 +117,7 @@ class NgramIndex:
             starts = self._next[n].get(tuple(suffix[size - n :]))
             if starts:
                 candidates = list(reversed(starts))
-                if (
-                    aligned
-                    and size not in starts
-                    and self.tokens[size - n : size] == list(suffix[size - n :])
-                ):
+                if aligned and size not in starts and self.tokens[size - n : size] == suffix[size - n :]:
                     candidates.append(size)
                 best = (0, -1)
                 for start in candidates:
@@ -130,13 +127,13 @@ class NgramIndex:
                 return best
         return None
 
-    def _match_length(self, start: int, suffix: Sequence[int], known: int) -> int:
+    def _match_length(self, start: int, suffix: list[int], known: int) -> int:
         """How many tokens before ``start`` equal the end of ``suffix`` (``known`` do), up to MAX_MATCH."""
         history = self.tokens
         cap = min(MAX_MATCH, start, len(suffix))
 
         def equal(length: int) -> bool:  # slices compare in C
-            return history[start - length : start] == list(suffix[len(suffix) - length :])
+            return history[start - length : start] == suffix[len(suffix) - length :]
 
         good, step = known, known
         while good < cap:  # double the length while it still matches, then halve the gap
@@ -161,11 +158,6 @@ class NgramIndex:
             return history[start : start + limit]
         period = len(history) - start
         return [history[start + k % period] for k in range(limit)]
-
-    def draft(self, limit: int) -> list[int]:
-        """Up to ``limit`` tokens that followed the longest earlier occurrence of the current suffix."""
-        found = self.find(self.tokens)
-        return self.continuation(found[0], limit) if found else []
 
 
 class DraftPool:
@@ -193,7 +185,7 @@ class DraftPool:
         while len(self._indexes) > self.max_sequences or self._tokens > self.max_tokens:
             self._tokens -= len(self._indexes.pop().tokens)
 
-    def find(self, suffix: Sequence[int], longer_than: int = 0) -> tuple[NgramIndex, int, int] | None:
+    def find(self, suffix: list[int], longer_than: int = 0) -> tuple[NgramIndex, int, int] | None:
         """The index holding the longest match for ``suffix`` (the newest on a tie), if longer than given."""
         best: tuple[NgramIndex, int, int] | None = None
         for index in self._indexes:
@@ -208,7 +200,7 @@ class DraftPool:
 class CostCurve:
     """The decode time of a step by its token count, in one-token steps (logits for every token).
 
-    Built from timed points (``measure``d where the model runs) and interpolated between them;
+    Built from points timed where the model runs and interpolated between them;
     beyond the last point it grows with the last segment's slope. ``linear(c)``: each token after
     the first costs ``c`` of a one-token step (0: any number of tokens decode as fast as one).
     """
@@ -402,24 +394,22 @@ class DraftLength:
         return (self.kept + prior * PRIOR_WEIGHT) / (self.kept + self.cut + PRIOR_WEIGHT)
 
     def choose(
-        self,
-        available: int,
-        prior: float,
-        curve: CostCurve,
-        step: tuple[int, int, float] = (1, 0, 1.0),
-        match: int = 0,
+        self, available: int, prior: float, curve: CostCurve, step: DraftStep | None = None, match: int = 0
     ) -> tuple[int, float]:
         """The draft length for this step (at most ``available``) and the tokens it is expected to add.
 
         ``prior``: the share of draft tokens expected to stand for a match of this length
-        (``match``; one of ``TRUSTED_MATCH`` tokens or more is not held to the cap). ``step``: the
-        sequences, draft tokens and expected tokens of the step so far (``best_draft``).
+        (``match``; one of ``TRUSTED_MATCH`` tokens or more is not held to the cap). ``step``: what
+        the step holds so far (none: this sequence's next token alone).
         """
         cap = self.max_draft if match >= TRUSTED_MATCH else self.cap
         limit = min(available, cap, self.max_draft)
         if limit <= 0:
             return 0, 0.0
-        return best_draft(self.acceptance(prior), limit, curve, *step)
+        acceptance = self.acceptance(prior)
+        if step is None:
+            return best_draft(acceptance, limit, curve)
+        return best_draft(acceptance, limit, curve, step.sequences, step.drafted, step.expected)
 
     def rest(self) -> None:
         """A step without a draft: the sequence's own drafts weigh a little less against the match's."""

@@ -65,6 +65,7 @@ from pykaito.runtime.engines.loopwake import LoopWaker, waker_registry
 from pykaito.runtime.scheduler import DraftStep, Scheduler, SequenceState, StepEntry
 from pykaito.runtime.speculative import (
     MAX_DRAFT,
+    MAX_MATCH,
     MAX_SPECULATING,
     STEP_DRAFT_BUDGET,
     AcceptanceLog,
@@ -681,7 +682,8 @@ class LlamaCppEngine:
         # and so the random numbers its checks draw, then depend on nothing other requests did,
         # and the same seed repeats the reply.
         seeded = req.rng is not None and req.params.seed is not None
-        pooled = None if seeded else self._pool.find(ngrams.tokens, longer_than=found[1] if found else 0)
+        own = found[1] if found else 0
+        pooled = None if seeded or own >= MAX_MATCH else self._pool.find(ngrams.tokens, longer_than=own)
         if pooled is not None:
             source, found = pooled[0], pooled[1:]
         if found is None:
@@ -689,9 +691,7 @@ class LlamaCppEngine:
             return []
         start, match = found
         prior = MatchAcceptance.prior(match) if seeded else self._match_acceptance.estimate(match)
-        length, gain = req.draft_length.choose(
-            room, prior, self.cost_curve, (step.sequences, step.drafted, step.expected), match
-        )
+        length, gain = req.draft_length.choose(room, prior, self.cost_curve, step, match)
         if length <= 0:
             req.draft_length.rest()
             return []
